@@ -1,0 +1,4 @@
+//! agent-svc: agents, the global template catalogue, the system-prompt builder and channel connections.
+
+pub mod grpc;
+pub mod startup;

@@ -1,0 +1,2 @@
+-- Deny by default: only the grants later migrations make reach the runtime role.
+REVOKE ALL ON SCHEMA billing FROM PUBLIC;

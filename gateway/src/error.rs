@@ -1,0 +1,121 @@
+//! The one place where gRPC statuses become HTTP errors.
+//!
+//! Every error body is `{code, message, request_id}` (plus `field` when a
+//! validation error names one), with the stable codes of `ErrorCode`.
+
+use axum::{
+    Json,
+    http::{HeaderMap, StatusCode},
+    response::{IntoResponse, Response},
+};
+use mesh_kit::{ErrorCode, error::violated_field};
+use serde::Serialize;
+use utoipa::ToSchema;
+
+pub const REQUEST_ID_HEADER: &str = "x-request-id";
+
+/// The JSON body of every error response.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ErrorBody {
+    /// Stable machine-readable code, e.g. `not_found`, `invalid_argument`.
+    #[schema(example = "unauthenticated")]
+    pub code: &'static str,
+    /// What went wrong and, where possible, what to do about it.
+    pub message: String,
+    /// The request id to quote when reporting a problem.
+    pub request_id: String,
+    /// The offending input field of a validation error.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub field: Option<String>,
+}
+
+#[derive(Debug)]
+pub struct ApiError {
+    code: ErrorCode,
+    message: String,
+    field: Option<String>,
+    request_id: String,
+}
+
+impl ApiError {
+    pub fn new(code: ErrorCode, message: impl Into<String>, request_id: &str) -> ApiError {
+        ApiError {
+            code,
+            message: message.into(),
+            field: None,
+            request_id: request_id.to_owned(),
+        }
+    }
+
+    /// Maps a status from any service. Internal failures keep their detail in
+    /// the service's logs, not in the response.
+    pub fn from_status(status: &tonic::Status, request_id: &str) -> ApiError {
+        let code = ErrorCode::of_status(status);
+        let message = match code {
+            ErrorCode::Internal => "internal error; quote the request id when reporting it".into(),
+            ErrorCode::Unavailable => {
+                tracing::warn!(grpc = %status, "upstream unavailable");
+                "a service is unavailable; retry shortly".into()
+            }
+            _ => status.message().to_owned(),
+        };
+        if code == ErrorCode::Internal {
+            tracing::error!(grpc = %status, request_id, "upstream internal error");
+        }
+        ApiError {
+            code,
+            message,
+            field: violated_field(status),
+            request_id: request_id.to_owned(),
+        }
+    }
+
+    pub fn code(&self) -> ErrorCode {
+        self.code
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let status = StatusCode::from_u16(self.code.http_status())
+            .unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        let body = ErrorBody {
+            code: self.code.as_str(),
+            message: self.message,
+            request_id: self.request_id,
+            field: self.field,
+        };
+        (status, Json(body)).into_response()
+    }
+}
+
+/// The request id the request-id layer assigned (or the client sent).
+pub fn request_id(headers: &HeaderMap) -> &str {
+    headers
+        .get(REQUEST_ID_HEADER)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("-")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn statuses_map_to_spec_http_codes_and_keep_the_field() {
+        let err = ApiError::from_status(
+            &mesh_kit::error::invalid_field("email", "is not an address"),
+            "r1",
+        );
+        assert_eq!(err.code(), ErrorCode::InvalidArgument);
+        let response = err.into_response();
+        assert_eq!(response.status(), StatusCode::UNPROCESSABLE_ENTITY);
+
+        let hidden = ApiError::from_status(&tonic::Status::internal("db password wrong"), "r2");
+        assert!(!hidden.message.contains("password"));
+        assert_eq!(
+            hidden.into_response().status(),
+            StatusCode::INTERNAL_SERVER_ERROR
+        );
+    }
+}

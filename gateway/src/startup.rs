@@ -1,0 +1,161 @@
+//! Builds the gateway from its configuration and an already-bound listener.
+
+use std::time::Duration;
+
+use anyhow::Context as _;
+use axum::{Router, http::HeaderName};
+use crewmesh_proto::identity::v1::identity_service_client::IdentityServiceClient;
+use mesh_kit::{
+    ErrorCode, ServiceId, Shutdown, auth::TokenVerifier, client::lazy_channel, config::var,
+    service::ServiceConfig,
+};
+use tokio::net::TcpListener;
+use tonic::transport::Channel;
+use tower_http::{
+    request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer},
+    trace::TraceLayer,
+};
+use utoipa::OpenApi as _;
+use utoipa_axum::{router::OpenApiRouter, routes};
+use utoipa_swagger_ui::SwaggerUi;
+
+use crate::{
+    error::{ApiError, REQUEST_ID_HEADER, request_id},
+    openapi::ApiDoc,
+    routes::{health, me},
+};
+
+pub const DEFAULT_PORT: u16 = 8080;
+pub const ADDR_ENV: &str = "CREWMESH_GATEWAY_ADDR";
+pub const OPENAPI_PATH: &str = "/api/v1/openapi.json";
+
+/// Where the gRPC services are.
+#[derive(Debug, Clone)]
+pub struct Upstreams {
+    pub identity: String,
+    pub agent: String,
+    pub llm: String,
+    pub billing: String,
+    pub media: String,
+}
+
+impl Upstreams {
+    /// `CREWMESH_<SVC>_URL`, defaulting to each service's SPEC port on loopback.
+    pub fn from_env() -> Upstreams {
+        let url =
+            |env: &str, port: u16| var(env).unwrap_or_else(|| format!("http://127.0.0.1:{port}"));
+        Upstreams {
+            identity: url("CREWMESH_IDENTITY_URL", 50051),
+            agent: url("CREWMESH_AGENT_URL", 50052),
+            llm: url("CREWMESH_LLM_URL", 50053),
+            billing: url("CREWMESH_BILLING_URL", 50054),
+            media: url("CREWMESH_MEDIA_URL", 50055),
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub service: ServiceConfig,
+    pub upstreams: Upstreams,
+}
+
+impl Config {
+    pub fn from_env() -> anyhow::Result<Config> {
+        Ok(Config {
+            service: ServiceConfig::from_env(ServiceId::Gateway)?,
+            upstreams: Upstreams::from_env(),
+        })
+    }
+}
+
+/// What every handler shares: verified-token checks and service clients.
+#[derive(Debug, Clone)]
+pub struct AppState {
+    pub verifier: TokenVerifier,
+    pub identity: IdentityServiceClient<Channel>,
+    /// Every service the edge depends on, for readiness.
+    pub upstreams: Vec<(&'static str, Channel)>,
+}
+
+impl AppState {
+    pub fn new(config: &Config) -> anyhow::Result<AppState> {
+        let u = &config.upstreams;
+        let identity = lazy_channel(&u.identity)?;
+        let upstreams = vec![
+            ("identity-svc", identity.clone()),
+            ("agent-svc", lazy_channel(&u.agent)?),
+            ("llm-svc", lazy_channel(&u.llm)?),
+            ("billing-svc", lazy_channel(&u.billing)?),
+            ("media-svc", lazy_channel(&u.media)?),
+        ];
+        Ok(AppState {
+            verifier: config.service.keyring.verifier.clone(),
+            identity: IdentityServiceClient::new(identity),
+            upstreams,
+        })
+    }
+}
+
+/// The routes with their OpenAPI document; the document grows with each route.
+pub fn api() -> (Router<AppState>, utoipa::openapi::OpenApi) {
+    OpenApiRouter::with_openapi(ApiDoc::openapi())
+        .routes(routes!(health::healthz))
+        .routes(routes!(health::readyz))
+        .routes(routes!(me::get_me))
+        .split_for_parts()
+}
+
+pub fn router(state: AppState) -> Router {
+    let (routes, openapi) = api();
+    let request_id = HeaderName::from_static(REQUEST_ID_HEADER);
+    routes
+        .merge(SwaggerUi::new("/docs").url(OPENAPI_PATH, openapi))
+        .fallback(not_found)
+        .with_state(state)
+        // Outermost first: assign the id, trace with it, echo it back.
+        .layer(PropagateRequestIdLayer::new(request_id.clone()))
+        .layer(
+            TraceLayer::new_for_http().make_span_with(|req: &axum::http::Request<_>| {
+                tracing::info_span!(
+                    "http",
+                    method = %req.method(),
+                    path = %req.uri().path(),
+                    request_id = %request_id_of(req.headers()),
+                )
+            }),
+        )
+        .layer(SetRequestIdLayer::new(request_id, MakeRequestUuid))
+}
+
+fn request_id_of(headers: &axum::http::HeaderMap) -> String {
+    request_id(headers).to_owned()
+}
+
+async fn not_found(headers: axum::http::HeaderMap) -> ApiError {
+    ApiError::new(
+        ErrorCode::NotFound,
+        format!("no such route; the API is described at {OPENAPI_PATH}"),
+        request_id(&headers),
+    )
+}
+
+pub async fn serve(
+    config: Config,
+    listener: TcpListener,
+    shutdown: Shutdown,
+) -> anyhow::Result<()> {
+    let state = AppState::new(&config)?;
+    let app = router(state);
+    let drain = config.service.drain;
+    axum::serve(listener, app)
+        .with_graceful_shutdown(async move {
+            shutdown.cancelled().await;
+            tokio::time::sleep(drain).await;
+        })
+        .await
+        .context("serving HTTP")
+}
+
+/// Readiness polling interval used by launchers waiting for the edge.
+pub const READY_POLL: Duration = Duration::from_millis(100);

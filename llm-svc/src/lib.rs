@@ -1,0 +1,4 @@
+//! llm-svc: running agents: provider calls, tools, memory, budgets, escalation and conversations.
+
+pub mod grpc;
+pub mod startup;
