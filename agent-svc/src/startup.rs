@@ -36,8 +36,8 @@ pub async fn serve(
     mesh_kit::service::serve_with_storage(config, listener, shutdown, STORAGE, |_, resources| {
         let api = AgentApi::new(resources);
         GrpcService::new(FILE_DESCRIPTOR_SET)
-            .add(AgentServiceServer::new(api.clone()))
-            .add(AgentInternalServiceServer::new(api.clone()))
+            .with(AgentServiceServer::new(api.clone()))
+            .with(AgentInternalServiceServer::new(api.clone()))
     })
     .await
 }

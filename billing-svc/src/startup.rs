@@ -36,8 +36,8 @@ pub async fn serve(
     mesh_kit::service::serve_with_storage(config, listener, shutdown, STORAGE, |_, resources| {
         let api = BillingApi::new(resources);
         GrpcService::new(FILE_DESCRIPTOR_SET)
-            .add(BillingServiceServer::new(api.clone()))
-            .add(BillingInternalServiceServer::new(api.clone()))
+            .with(BillingServiceServer::new(api.clone()))
+            .with(BillingInternalServiceServer::new(api.clone()))
     })
     .await
 }

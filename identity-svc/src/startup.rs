@@ -36,8 +36,8 @@ pub async fn serve(
     mesh_kit::service::serve_with_storage(config, listener, shutdown, STORAGE, |_, resources| {
         let api = IdentityApi::new(resources.db);
         GrpcService::new(FILE_DESCRIPTOR_SET)
-            .add(IdentityServiceServer::new(api.clone()))
-            .add(IdentityInternalServiceServer::new(api))
+            .with(IdentityServiceServer::new(api.clone()))
+            .with(IdentityInternalServiceServer::new(api))
     })
     .await
 }

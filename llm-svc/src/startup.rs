@@ -29,7 +29,7 @@ pub async fn serve(
 ) -> anyhow::Result<()> {
     mesh_kit::service::serve_with_storage(config, listener, shutdown, STORAGE, |_, resources| {
         let api = LlmApi::new(resources);
-        GrpcService::new(FILE_DESCRIPTOR_SET).add(LlmServiceServer::new(api.clone()))
+        GrpcService::new(FILE_DESCRIPTOR_SET).with(LlmServiceServer::new(api.clone()))
     })
     .await
 }

@@ -36,8 +36,8 @@ pub async fn serve(
     mesh_kit::service::serve_with_storage(config, listener, shutdown, STORAGE, |_, resources| {
         let api = MediaApi::new(resources);
         GrpcService::new(FILE_DESCRIPTOR_SET)
-            .add(MediaServiceServer::new(api.clone()))
-            .add(MediaInternalServiceServer::new(api.clone()))
+            .with(MediaServiceServer::new(api.clone()))
+            .with(MediaInternalServiceServer::new(api.clone()))
     })
     .await
 }

@@ -86,7 +86,7 @@ impl GrpcService {
     }
 
     /// Adds a generated tonic server; its name goes to health and reflection.
-    pub fn add<S>(mut self, service: S) -> GrpcService
+    pub fn with<S>(mut self, service: S) -> GrpcService
     where
         S: tower::Service<
                 http::Request<tonic::body::Body>,

@@ -1,0 +1,151 @@
+//! The row-level security convention, proven against the real PostgreSQL with
+//! identity-svc's audit log as the tenant-scoped table.
+
+// Helpers outside #[test] functions fail the test loudly too.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use mesh_kit::{ServiceId, db::begin_tenant, service::connect};
+use sqlx::{PgPool, Row};
+use uuid::Uuid;
+
+async fn pool(max_connections: u32) -> PgPool {
+    let url = testkit::fresh_database().await.unwrap();
+    let config = testkit::service_config(ServiceId::Identity, &url).unwrap();
+    let mut storage = identity_svc::startup::STORAGE;
+    storage.max_db_connections = max_connections;
+    storage.uses_redis = false;
+    connect(&config, &storage).await.unwrap().db
+}
+
+async fn add_event(pool: &PgPool, tenant: Uuid, action: &str) -> Result<(), sqlx::Error> {
+    let mut tx = begin_tenant(pool, tenant).await?;
+    sqlx::query("INSERT INTO audit_events (id, tenant_id, action) VALUES ($1, $2, $3)")
+        .bind(Uuid::now_v7())
+        .bind(tenant)
+        .bind(action)
+        .execute(&mut *tx)
+        .await?;
+    tx.commit().await
+}
+
+async fn visible_actions(pool: &PgPool, tenant: Uuid) -> Vec<String> {
+    let mut tx = begin_tenant(pool, tenant).await.unwrap();
+    let rows = sqlx::query_scalar("SELECT action FROM audit_events ORDER BY action")
+        .fetch_all(&mut *tx)
+        .await
+        .unwrap();
+    tx.commit().await.unwrap();
+    rows
+}
+
+fn sqlstate(err: &sqlx::Error) -> Option<String> {
+    err.as_database_error()
+        .and_then(|e| e.code())
+        .map(|c| c.into_owned())
+}
+
+#[tokio::test]
+async fn the_service_runs_as_a_role_that_cannot_bypass_rls() {
+    let pool = pool(2).await;
+    let row = sqlx::query(
+        "SELECT current_user::text AS who, r.rolsuper, r.rolbypassrls,
+                c.relrowsecurity, c.relforcerowsecurity,
+                pg_get_userbyid(c.relowner) = current_user AS owns
+         FROM pg_roles r, pg_class c
+         WHERE r.rolname = current_user AND c.oid = 'identity.audit_events'::regclass",
+    )
+    .fetch_one(&pool)
+    .await
+    .unwrap();
+    assert_eq!(row.get::<String, _>("who"), "crewmesh_identity");
+    assert!(!row.get::<bool, _>("rolsuper"));
+    assert!(!row.get::<bool, _>("rolbypassrls"));
+    assert!(row.get::<bool, _>("relrowsecurity"));
+    assert!(row.get::<bool, _>("relforcerowsecurity"));
+    assert!(!row.get::<bool, _>("owns"));
+}
+
+#[tokio::test]
+async fn without_a_tenant_nothing_is_visible() {
+    let pool = pool(2).await;
+    add_event(&pool, Uuid::now_v7(), "tenant.created")
+        .await
+        .unwrap();
+
+    // Outside any transaction: the setting was never set on this session.
+    let count: i64 = sqlx::query_scalar("SELECT count(*) FROM audit_events")
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    assert_eq!(count, 0);
+
+    // Inside a transaction that sets no tenant.
+    let mut tx = pool.begin().await.unwrap();
+    let count: i64 = sqlx::query_scalar("SELECT count(*) FROM audit_events")
+        .fetch_one(&mut *tx)
+        .await
+        .unwrap();
+    assert_eq!(count, 0);
+}
+
+#[tokio::test]
+async fn tenants_never_see_each_other_even_on_one_reused_connection() {
+    // One connection, so every transaction below runs on the same session.
+    let pool = pool(1).await;
+    let (a, b) = (Uuid::now_v7(), Uuid::now_v7());
+    add_event(&pool, a, "a.one").await.unwrap();
+    add_event(&pool, b, "b.one").await.unwrap();
+    add_event(&pool, a, "a.two").await.unwrap();
+
+    let pid_of = || async {
+        sqlx::query_scalar::<_, i32>("SELECT pg_backend_pid()")
+            .fetch_one(&pool)
+            .await
+            .unwrap()
+    };
+    let pid = pid_of().await;
+    assert_eq!(visible_actions(&pool, a).await, ["a.one", "a.two"]);
+    assert_eq!(visible_actions(&pool, b).await, ["b.one"]);
+    assert_eq!(visible_actions(&pool, a).await, ["a.one", "a.two"]);
+    assert_eq!(pid_of().await, pid, "the test must reuse one session");
+
+    // After the tenant transactions ended, the session holds '' — still nothing.
+    let count: i64 = sqlx::query_scalar("SELECT count(*) FROM audit_events")
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    assert_eq!(count, 0);
+}
+
+#[tokio::test]
+async fn writing_a_row_for_another_tenant_is_refused() {
+    let pool = pool(2).await;
+    let (a, b) = (Uuid::now_v7(), Uuid::now_v7());
+    let mut tx = begin_tenant(&pool, a).await.unwrap();
+    let err = sqlx::query("INSERT INTO audit_events (id, tenant_id, action) VALUES ($1, $2, 'x')")
+        .bind(Uuid::now_v7())
+        .bind(b)
+        .execute(&mut *tx)
+        .await
+        .unwrap_err();
+    // insufficient_privilege: new row violates row-level security policy
+    assert_eq!(sqlstate(&err).as_deref(), Some("42501"));
+    drop(tx);
+    assert!(visible_actions(&pool, b).await.is_empty());
+}
+
+#[tokio::test]
+async fn the_audit_log_is_append_only() {
+    let pool = pool(2).await;
+    let tenant = Uuid::now_v7();
+    add_event(&pool, tenant, "kept").await.unwrap();
+    for statement in [
+        "UPDATE audit_events SET action = 'changed'",
+        "DELETE FROM audit_events",
+    ] {
+        let mut tx = begin_tenant(&pool, tenant).await.unwrap();
+        let err = sqlx::query(statement).execute(&mut *tx).await.unwrap_err();
+        assert_eq!(sqlstate(&err).as_deref(), Some("42501"), "{statement}");
+    }
+    assert_eq!(visible_actions(&pool, tenant).await, ["kept"]);
+}
