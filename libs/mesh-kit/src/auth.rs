@@ -608,13 +608,34 @@ mod tests {
     #[test]
     fn expired_tampered_and_foreign_tokens_are_refused() {
         let identity = Keyring::development(ServiceId::Identity).unwrap();
+        let now = chrono::Utc::now().timestamp();
+        let expired = Claims {
+            iss: ISSUER.into(),
+            aud: AUDIENCE.into(),
+            sub: Uuid::now_v7().to_string(),
+            iat: now - 600,
+            // Past the leeway granted for clock skew.
+            exp: now - (LEEWAY_SECS as i64) - 1,
+            jti: Uuid::now_v7(),
+            tid: None,
+            role: Some(Role::PlatformAdmin),
+            act: None,
+            akid: None,
+            svc: None,
+        };
+        let token = identity.signer.sign(&expired).unwrap();
+        assert!(matches!(
+            identity.verifier.verify(&token),
+            Err(TokenError::Invalid(_))
+        ));
+
         let (token, _) = identity
             .signer
-            .sign_user(&user(Role::PlatformAdmin, None), Duration::ZERO)
+            .sign_user(&user(Role::PlatformAdmin, None), Duration::from_secs(60))
             .unwrap();
-        // exp == now is still inside the leeway; a token far in the past is not.
+        assert!(identity.verifier.verify(&token).is_ok());
         let mut parts: Vec<String> = token.split('.').map(str::to_owned).collect();
-        parts[1].push('A');
+        parts[1].insert(0, 'e');
         assert!(identity.verifier.verify(&parts.join(".")).is_err());
 
         let stranger = SigningKey::generate().unwrap();
@@ -626,6 +647,19 @@ mod tests {
             Err(TokenError::Invalid(_))
         ));
         assert!(identity.verifier.verify("not-a-token").is_err());
+    }
+
+    #[test]
+    fn tenant_users_must_carry_a_tenant() {
+        let identity = Keyring::development(ServiceId::Identity).unwrap();
+        let (token, _) = identity
+            .signer
+            .sign_user(&user(Role::Operator, None), Duration::from_secs(60))
+            .unwrap();
+        assert!(matches!(
+            identity.verifier.verify(&token),
+            Err(TokenError::Malformed)
+        ));
     }
 
     #[test]
