@@ -33,6 +33,16 @@ impl Authenticated {
     pub fn error(&self, status: &tonic::Status) -> ApiError {
         ApiError::from_status(status, &self.request_id)
     }
+
+    /// A service answered without a field its contract promises: a bug upstream.
+    pub fn missing(&self, field: &str) -> ApiError {
+        tracing::error!(field, request_id = %self.request_id, "upstream response lacks a required field");
+        ApiError::new(
+            ErrorCode::Internal,
+            "internal error; quote the request id when reporting it",
+            &self.request_id,
+        )
+    }
 }
 
 impl FromRequestParts<AppState> for Authenticated {

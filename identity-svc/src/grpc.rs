@@ -1,16 +1,19 @@
 //! The tonic adapter: decode, authorize, call the domain, encode.
 
 use crewmesh_proto::identity::v1::{
-    Role as ProtoRole, WhoAmIRequest, WhoAmIResponse, identity_service_server::IdentityService,
+    CreateTenantRequest, CreateTenantResponse, GetTenantRequest, GetTenantResponse,
+    ListTenantsRequest, ListTenantsResponse, Role as ProtoRole, Tenant as ProtoTenant,
+    WhoAmIRequest, WhoAmIResponse, identity_service_server::IdentityService,
 };
-use mesh_kit::{Caller, Role, server::caller};
+use mesh_kit::{Caller, Role, error::invalid_field, server::caller};
 use sqlx::PgPool;
 use tonic::{Request, Response, Status};
+use uuid::Uuid;
+
+use crate::tenants::{self, Tenant, Visibility};
 
 #[derive(Debug, Clone)]
 pub struct IdentityApi {
-    // Used by the tenant, user and audit features as they land.
-    #[allow(dead_code)]
     db: PgPool,
 }
 
@@ -28,8 +31,74 @@ fn proto_role(role: Role) -> ProtoRole {
     }
 }
 
+fn timestamp(at: chrono::DateTime<chrono::Utc>) -> prost_types::Timestamp {
+    prost_types::Timestamp {
+        seconds: at.timestamp(),
+        nanos: i32::try_from(at.timestamp_subsec_nanos()).unwrap_or(0),
+    }
+}
+
+fn proto_tenant(tenant: Tenant) -> ProtoTenant {
+    ProtoTenant {
+        id: tenant.id.to_string(),
+        slug: tenant.slug,
+        name: tenant.name,
+        created_at: Some(timestamp(tenant.created_at)),
+    }
+}
+
+fn parse_id(field: &str, value: &str) -> Result<Uuid, Status> {
+    value
+        .parse()
+        .map_err(|_| invalid_field(field, "must be a UUID"))
+}
+
 #[tonic::async_trait]
 impl IdentityService for IdentityApi {
+    async fn create_tenant(
+        &self,
+        request: Request<CreateTenantRequest>,
+    ) -> Result<Response<CreateTenantResponse>, Status> {
+        caller(&request)?.require_role(&[Role::PlatformAdmin])?;
+        let req = request.into_inner();
+        let request_id = Some(req.request_id.as_str()).filter(|r| !r.is_empty());
+        let tenant = tenants::create(&self.db, &req.slug, &req.name, request_id).await?;
+        tracing::info!(tenant = %tenant.id, slug = %tenant.slug, "tenant created");
+        Ok(Response::new(CreateTenantResponse {
+            tenant: Some(proto_tenant(tenant)),
+        }))
+    }
+
+    async fn list_tenants(
+        &self,
+        request: Request<ListTenantsRequest>,
+    ) -> Result<Response<ListTenantsResponse>, Status> {
+        caller(&request)?.require_role(&[Role::PlatformAdmin])?;
+        let req = request.into_inner();
+        let (page, next) = tenants::list(&self.db, req.page_size, &req.page_token).await?;
+        Ok(Response::new(ListTenantsResponse {
+            tenants: page.into_iter().map(proto_tenant).collect(),
+            next_page_token: next.unwrap_or_default(),
+        }))
+    }
+
+    async fn get_tenant(
+        &self,
+        request: Request<GetTenantRequest>,
+    ) -> Result<Response<GetTenantResponse>, Status> {
+        let user = caller(&request)?.require_role(&Role::ALL)?;
+        let id = parse_id("id", &request.get_ref().id)?;
+        let visibility = match user.role {
+            Role::PlatformAdmin => Visibility::Platform,
+            // Another tenant's id reads as absent: RLS shows only their own row.
+            Role::CustomerAdmin | Role::Operator => Visibility::Tenant(user.tenant_scope(None)?),
+        };
+        let tenant = tenants::get(&self.db, id, visibility).await?;
+        Ok(Response::new(GetTenantResponse {
+            tenant: Some(proto_tenant(tenant)),
+        }))
+    }
+
     async fn who_am_i(
         &self,
         request: Request<WhoAmIRequest>,

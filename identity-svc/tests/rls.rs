@@ -149,3 +149,44 @@ async fn the_audit_log_is_append_only() {
     }
     assert_eq!(visible_actions(&pool, tenant).await, ["kept"]);
 }
+
+#[tokio::test]
+async fn tenant_rows_are_visible_to_their_tenant_and_the_platform_scope_only() {
+    let pool = pool(1).await;
+    let acme = identity_svc::tenants::create(&pool, "acme", "Acme", None)
+        .await
+        .unwrap();
+    let globex = identity_svc::tenants::create(&pool, "globex", "Globex", None)
+        .await
+        .unwrap();
+
+    let mut tx = begin_tenant(&pool, acme.id).await.unwrap();
+    let seen: Vec<String> = sqlx::query_scalar("SELECT slug FROM tenants ORDER BY slug")
+        .fetch_all(&mut *tx)
+        .await
+        .unwrap();
+    assert_eq!(seen, ["acme"]);
+    tx.commit().await.unwrap();
+
+    let mut tx = mesh_kit::db::begin_platform(&pool).await.unwrap();
+    let count: i64 = sqlx::query_scalar("SELECT count(*) FROM tenants")
+        .fetch_one(&mut *tx)
+        .await
+        .unwrap();
+    assert_eq!(count, 2);
+    tx.commit().await.unwrap();
+
+    // Neither scope set: nothing, and a tenant cannot create tenants.
+    let count: i64 = sqlx::query_scalar("SELECT count(*) FROM tenants")
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    assert_eq!(count, 0);
+    let mut tx = begin_tenant(&pool, globex.id).await.unwrap();
+    let err = sqlx::query("INSERT INTO tenants (id, slug, name) VALUES ($1, 'rogue', 'Rogue')")
+        .bind(Uuid::now_v7())
+        .execute(&mut *tx)
+        .await
+        .unwrap_err();
+    assert_eq!(sqlstate(&err).as_deref(), Some("42501"));
+}

@@ -155,7 +155,13 @@ async fn the_edge_documents_itself_and_answers_unknown_routes_in_json() {
         .await
         .unwrap();
     assert_eq!(doc["info"]["title"], "Crewmesh API");
-    for path in ["/api/v1/me", "/healthz", "/readyz"] {
+    for path in [
+        "/api/v1/me",
+        "/api/v1/tenants",
+        "/api/v1/tenants/{id}",
+        "/healthz",
+        "/readyz",
+    ] {
         assert!(doc["paths"][path].is_object(), "OpenAPI lacks {path}");
     }
     assert!(doc["components"]["securitySchemes"]["bearer"].is_object());

@@ -155,3 +155,20 @@ pub async fn begin_tenant(
 pub async fn ping(pool: &PgPool) -> Result<(), sqlx::Error> {
     sqlx::query("SELECT 1").execute(pool).await.map(|_| ())
 }
+
+/// A transaction that row-level security lets see every tenant's rows, for
+/// callers already proven to be platform admins and for system operations
+/// (e.g. login before any tenant is known). Policies opt in to it explicitly.
+pub async fn begin_platform(pool: &PgPool) -> Result<Transaction<'static, Postgres>, sqlx::Error> {
+    let mut tx = pool.begin().await?;
+    sqlx::query("SELECT set_config('app.scope', 'platform', true)")
+        .execute(&mut *tx)
+        .await?;
+    Ok(tx)
+}
+
+/// The name of the constraint a database error violated, if any; domain
+/// errors are chosen by constraint name, never by message text.
+pub fn violated_constraint(err: &sqlx::Error) -> Option<&str> {
+    err.as_database_error().and_then(|e| e.constraint())
+}

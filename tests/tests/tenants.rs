@@ -1,0 +1,259 @@
+//! Tenants (I1) through the real gateway and identity-svc, and the start of
+//! the RBAC matrix: every role × every route that exists, anonymous included.
+
+// Helpers outside #[test] functions fail the test loudly too.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use crewmesh_proto::identity::v1::{
+    CreateTenantRequest, identity_service_client::IdentityServiceClient,
+};
+use crewmesh_tests::{Mesh, spawn_mesh};
+use mesh_kit::{ErrorCode, Role, ServiceId, client::CallContext};
+use reqwest::Method;
+use serde_json::{Value, json};
+use uuid::Uuid;
+
+fn platform_admin() -> String {
+    testkit::user_token(Role::PlatformAdmin, None).unwrap().1
+}
+
+async fn create(mesh: &Mesh, token: &str, slug: &str) -> reqwest::Response {
+    mesh.http
+        .post(mesh.url("/api/v1/tenants"))
+        .bearer_auth(token)
+        .json(&json!({ "slug": slug, "name": format!("{slug} Inc.") }))
+        .send()
+        .await
+        .unwrap()
+}
+
+async fn created_id(mesh: &Mesh, slug: &str) -> String {
+    let response = create(mesh, &platform_admin(), slug).await;
+    assert_eq!(response.status(), 201);
+    response.json::<Value>().await.unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_owned()
+}
+
+#[tokio::test]
+async fn platform_admins_create_list_and_get_tenants() {
+    let mesh = spawn_mesh().await;
+    let admin = platform_admin();
+    let response = create(&mesh, &admin, "acme").await;
+    assert_eq!(response.status(), 201);
+    let acme: Value = response.json().await.unwrap();
+    assert_eq!(acme["slug"], "acme");
+    assert_eq!(acme["name"], "acme Inc.");
+    let id = acme["id"].as_str().unwrap();
+
+    let got: Value = mesh
+        .http
+        .get(mesh.url(&format!("/api/v1/tenants/{id}")))
+        .bearer_auth(&admin)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(got, acme);
+
+    created_id(&mesh, "globex").await;
+    created_id(&mesh, "initech").await;
+    let first: Value = mesh
+        .http
+        .get(mesh.url("/api/v1/tenants?page_size=2"))
+        .bearer_auth(&admin)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let slugs = |page: &Value| -> Vec<String> {
+        page["tenants"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|t| t["slug"].as_str().unwrap().to_owned())
+            .collect()
+    };
+    assert_eq!(slugs(&first), ["acme", "globex"]);
+    let token = first["next_page_token"].as_str().unwrap();
+    let second: Value = mesh
+        .http
+        .get(mesh.url(&format!("/api/v1/tenants?page_size=2&page_token={token}")))
+        .bearer_auth(&admin)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(slugs(&second), ["initech"]);
+    assert!(second.get("next_page_token").is_none());
+}
+
+#[tokio::test]
+async fn slugs_are_unique_validated_and_retries_are_idempotent() {
+    let mesh = spawn_mesh().await;
+    let admin = platform_admin();
+    created_id(&mesh, "acme").await;
+
+    let duplicate = create(&mesh, &admin, "acme").await;
+    assert_eq!(duplicate.status(), 409);
+    assert_eq!(duplicate.json::<Value>().await.unwrap()["code"], "conflict");
+
+    let invalid = create(&mesh, &admin, "Not A Slug").await;
+    assert_eq!(invalid.status(), 422);
+    let body: Value = invalid.json().await.unwrap();
+    assert_eq!(body["code"], "invalid_argument");
+    assert_eq!(body["field"], "slug");
+
+    let malformed = mesh
+        .http
+        .post(mesh.url("/api/v1/tenants"))
+        .bearer_auth(&admin)
+        .header("content-type", "application/json")
+        .body("{\"slug\": ")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(malformed.status(), 422);
+    assert_eq!(
+        malformed.json::<Value>().await.unwrap()["code"],
+        "invalid_argument"
+    );
+
+    let bad_id = mesh
+        .http
+        .get(mesh.url("/api/v1/tenants/not-a-uuid"))
+        .bearer_auth(&admin)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(bad_id.status(), 422);
+    assert_eq!(bad_id.json::<Value>().await.unwrap()["field"], "id");
+
+    let retry = |slug: &'static str| {
+        mesh.http
+            .post(mesh.url("/api/v1/tenants"))
+            .bearer_auth(&admin)
+            .header("idempotency-key", "create-globex-1")
+            .json(&json!({ "slug": slug, "name": "Globex" }))
+            .send()
+    };
+    let first: Value = retry("globex").await.unwrap().json().await.unwrap();
+    let again = retry("globex").await.unwrap();
+    assert_eq!(again.status(), 201);
+    assert_eq!(again.json::<Value>().await.unwrap()["id"], first["id"]);
+}
+
+#[tokio::test]
+async fn identity_svc_enforces_the_role_itself() {
+    let mesh = spawn_mesh().await;
+    let url = mesh.grpc_url(ServiceId::Identity).to_owned();
+    let mut identity = IdentityServiceClient::new(mesh_kit::client::lazy_channel(&url).unwrap());
+    let (_, token) = testkit::user_token(Role::CustomerAdmin, Some(Uuid::now_v7())).unwrap();
+    let status = identity
+        .create_tenant(CallContext::new(token, None).request(CreateTenantRequest {
+            slug: "sneaky".into(),
+            name: "Sneaky".into(),
+            request_id: String::new(),
+        }))
+        .await
+        .unwrap_err();
+    assert_eq!(ErrorCode::of_status(&status), ErrorCode::PermissionDenied);
+}
+
+/// Who is asking, in the matrix below.
+#[derive(Debug, Clone, Copy)]
+enum Who {
+    Anonymous,
+    PlatformAdmin,
+    CustomerAdmin,
+    Operator,
+}
+
+#[tokio::test]
+async fn rbac_matrix() {
+    let mesh = spawn_mesh().await;
+    let own = created_id(&mesh, "own-tenant").await;
+    let other = created_id(&mesh, "other-tenant").await;
+    let own_uuid: Uuid = own.parse().unwrap();
+    let token = |who: Who| -> Option<String> {
+        match who {
+            Who::Anonymous => None,
+            Who::PlatformAdmin => Some(platform_admin()),
+            Who::CustomerAdmin => Some(
+                testkit::user_token(Role::CustomerAdmin, Some(own_uuid))
+                    .unwrap()
+                    .1,
+            ),
+            Who::Operator => Some(
+                testkit::user_token(Role::Operator, Some(own_uuid))
+                    .unwrap()
+                    .1,
+            ),
+        }
+    };
+    let new_tenant = || json!({ "slug": format!("t-{}", Uuid::new_v4().simple()), "name": "New" });
+    // (method, path, body, [anonymous, platform_admin, customer_admin, operator])
+    let matrix: Vec<(Method, String, Option<Value>, [u16; 4])> = vec![
+        (Method::GET, "/api/v1/me".into(), None, [401, 200, 200, 200]),
+        (
+            Method::POST,
+            "/api/v1/tenants".into(),
+            Some(new_tenant()),
+            [401, 201, 403, 403],
+        ),
+        (
+            Method::GET,
+            "/api/v1/tenants".into(),
+            None,
+            [401, 200, 403, 403],
+        ),
+        (
+            Method::GET,
+            format!("/api/v1/tenants/{own}"),
+            None,
+            [401, 200, 200, 200],
+        ),
+        (
+            Method::GET,
+            format!("/api/v1/tenants/{other}"),
+            None,
+            [401, 200, 404, 404],
+        ),
+    ];
+    let mut failures = Vec::new();
+    for (method, path, body, expected) in &matrix {
+        for (who, want) in [
+            Who::Anonymous,
+            Who::PlatformAdmin,
+            Who::CustomerAdmin,
+            Who::Operator,
+        ]
+        .into_iter()
+        .zip(expected)
+        {
+            let mut request = mesh.http.request(method.clone(), mesh.url(path));
+            if let Some(token) = token(who) {
+                request = request.bearer_auth(token);
+            }
+            if body.is_some() {
+                request = request.json(&new_tenant());
+            }
+            let got = request.send().await.unwrap().status().as_u16();
+            if got != *want {
+                failures.push(format!("{method} {path} as {who:?}: {got}, want {want}"));
+            }
+        }
+    }
+    assert!(
+        failures.is_empty(),
+        "RBAC matrix mismatches:\n{}",
+        failures.join("\n")
+    );
+}
