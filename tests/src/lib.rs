@@ -36,6 +36,17 @@ impl Mesh {
     pub fn url(&self, path: &str) -> String {
         format!("{}{path}", self.gateway)
     }
+
+    /// GETs `path` through the gateway and returns the status and JSON body.
+    pub async fn get_json(&self, path: &str, token: Option<&str>) -> (u16, serde_json::Value) {
+        let mut request = self.http.get(self.url(path));
+        if let Some(token) = token {
+            request = request.bearer_auth(token);
+        }
+        let response = request.send().await.unwrap();
+        let status = response.status().as_u16();
+        (status, response.json().await.unwrap())
+    }
 }
 
 async fn loopback() -> (TcpListener, SocketAddr) {

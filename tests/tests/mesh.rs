@@ -145,15 +145,7 @@ async fn grpc_calls_need_a_valid_token_and_see_who_called() {
 #[tokio::test]
 async fn the_edge_documents_itself_and_answers_unknown_routes_in_json() {
     let mesh = spawn_mesh().await;
-    let doc: Value = mesh
-        .http
-        .get(mesh.url("/api/v1/openapi.json"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let (_, doc) = mesh.get_json("/api/v1/openapi.json", None).await;
     assert_eq!(doc["info"]["title"], "Crewmesh API");
     for path in [
         "/api/v1/me",

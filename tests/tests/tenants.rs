@@ -47,30 +47,17 @@ async fn platform_admins_create_list_and_get_tenants() {
     assert_eq!(acme["name"], "acme Inc.");
     let id = acme["id"].as_str().unwrap();
 
-    let got: Value = mesh
-        .http
-        .get(mesh.url(&format!("/api/v1/tenants/{id}")))
-        .bearer_auth(&admin)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let (status, got) = mesh
+        .get_json(&format!("/api/v1/tenants/{id}"), Some(&admin))
+        .await;
+    assert_eq!(status, 200);
     assert_eq!(got, acme);
 
     created_id(&mesh, "globex").await;
     created_id(&mesh, "initech").await;
-    let first: Value = mesh
-        .http
-        .get(mesh.url("/api/v1/tenants?page_size=2"))
-        .bearer_auth(&admin)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let (_, first) = mesh
+        .get_json("/api/v1/tenants?page_size=2", Some(&admin))
+        .await;
     let slugs = |page: &Value| -> Vec<String> {
         page["tenants"]
             .as_array()
@@ -81,16 +68,12 @@ async fn platform_admins_create_list_and_get_tenants() {
     };
     assert_eq!(slugs(&first), ["acme", "globex"]);
     let token = first["next_page_token"].as_str().unwrap();
-    let second: Value = mesh
-        .http
-        .get(mesh.url(&format!("/api/v1/tenants?page_size=2&page_token={token}")))
-        .bearer_auth(&admin)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let (_, second) = mesh
+        .get_json(
+            &format!("/api/v1/tenants?page_size=2&page_token={token}"),
+            Some(&admin),
+        )
+        .await;
     assert_eq!(slugs(&second), ["initech"]);
     assert!(second.get("next_page_token").is_none());
 }
@@ -126,15 +109,11 @@ async fn slugs_are_unique_validated_and_retries_are_idempotent() {
         "invalid_argument"
     );
 
-    let bad_id = mesh
-        .http
-        .get(mesh.url("/api/v1/tenants/not-a-uuid"))
-        .bearer_auth(&admin)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(bad_id.status(), 422);
-    assert_eq!(bad_id.json::<Value>().await.unwrap()["field"], "id");
+    let (status, body) = mesh
+        .get_json("/api/v1/tenants/not-a-uuid", Some(&admin))
+        .await;
+    assert_eq!(status, 422);
+    assert_eq!(body["field"], "id");
 
     let retry = |slug: &'static str| {
         mesh.http
