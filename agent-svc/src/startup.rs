@@ -33,11 +33,10 @@ pub async fn serve(
     listener: TcpListener,
     shutdown: Shutdown,
 ) -> anyhow::Result<()> {
-    mesh_kit::service::serve_with_storage(config, listener, shutdown, STORAGE, |_, resources| {
-        let api = AgentApi::new(resources);
+    mesh_kit::service::serve_with_storage(config, listener, shutdown, STORAGE, |_, _resources| {
         GrpcService::new(FILE_DESCRIPTOR_SET)
-            .with(AgentServiceServer::new(api.clone()))
-            .with(AgentInternalServiceServer::new(api.clone()))
+            .with(AgentServiceServer::new(AgentApi))
+            .with(AgentInternalServiceServer::new(AgentApi))
     })
     .await
 }

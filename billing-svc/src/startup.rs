@@ -33,11 +33,10 @@ pub async fn serve(
     listener: TcpListener,
     shutdown: Shutdown,
 ) -> anyhow::Result<()> {
-    mesh_kit::service::serve_with_storage(config, listener, shutdown, STORAGE, |_, resources| {
-        let api = BillingApi::new(resources);
+    mesh_kit::service::serve_with_storage(config, listener, shutdown, STORAGE, |_, _resources| {
         GrpcService::new(FILE_DESCRIPTOR_SET)
-            .with(BillingServiceServer::new(api.clone()))
-            .with(BillingInternalServiceServer::new(api.clone()))
+            .with(BillingServiceServer::new(BillingApi))
+            .with(BillingInternalServiceServer::new(BillingApi))
     })
     .await
 }

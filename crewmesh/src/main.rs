@@ -9,8 +9,8 @@ use clap::{Parser, Subcommand};
 use mesh_kit::{
     ServiceId, Shutdown,
     auth::{PUBLIC_KEYS_ENV, SIGNING_KEY_ENV, SigningKey},
-    config::Environment,
-    service::{ServiceConfig, listen_addr},
+    config::{Environment, listen_addr},
+    service::ServiceConfig,
 };
 use secrecy::ExposeSecret as _;
 use tokio::{net::TcpListener, task::JoinSet};

@@ -1,7 +1,5 @@
 //! Builds the gateway from its configuration and an already-bound listener.
 
-use std::time::Duration;
-
 use anyhow::Context as _;
 use axum::{Router, http::HeaderName};
 use crewmesh_proto::identity::v1::identity_service_client::IdentityServiceClient;
@@ -123,15 +121,11 @@ pub fn router(state: AppState) -> Router {
                     "http",
                     method = %req.method(),
                     path = %req.uri().path(),
-                    request_id = %request_id_of(req.headers()),
+                    request_id = %crate::error::request_id(req.headers()),
                 )
             }),
         )
         .layer(SetRequestIdLayer::new(request_id, MakeRequestUuid))
-}
-
-fn request_id_of(headers: &axum::http::HeaderMap) -> String {
-    request_id(headers).to_owned()
 }
 
 async fn not_found(headers: axum::http::HeaderMap) -> ApiError {
@@ -158,6 +152,3 @@ pub async fn serve(
         .await
         .context("serving HTTP")
 }
-
-/// Readiness polling interval used by launchers waiting for the edge.
-pub const READY_POLL: Duration = Duration::from_millis(100);

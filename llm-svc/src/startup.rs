@@ -27,9 +27,8 @@ pub async fn serve(
     listener: TcpListener,
     shutdown: Shutdown,
 ) -> anyhow::Result<()> {
-    mesh_kit::service::serve_with_storage(config, listener, shutdown, STORAGE, |_, resources| {
-        let api = LlmApi::new(resources);
-        GrpcService::new(FILE_DESCRIPTOR_SET).with(LlmServiceServer::new(api.clone()))
+    mesh_kit::service::serve_with_storage(config, listener, shutdown, STORAGE, |_, _resources| {
+        GrpcService::new(FILE_DESCRIPTOR_SET).with(LlmServiceServer::new(LlmApi))
     })
     .await
 }

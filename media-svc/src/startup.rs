@@ -33,11 +33,10 @@ pub async fn serve(
     listener: TcpListener,
     shutdown: Shutdown,
 ) -> anyhow::Result<()> {
-    mesh_kit::service::serve_with_storage(config, listener, shutdown, STORAGE, |_, resources| {
-        let api = MediaApi::new(resources);
+    mesh_kit::service::serve_with_storage(config, listener, shutdown, STORAGE, |_, _resources| {
         GrpcService::new(FILE_DESCRIPTOR_SET)
-            .with(MediaServiceServer::new(api.clone()))
-            .with(MediaInternalServiceServer::new(api.clone()))
+            .with(MediaServiceServer::new(MediaApi))
+            .with(MediaInternalServiceServer::new(MediaApi))
     })
     .await
 }

@@ -1,7 +1,7 @@
 //! The start-up every service binary shares: configuration, telemetry, the
 //! listener, signals, then the service's own `serve`.
 
-use std::{future::Future, net::SocketAddr, time::Duration};
+use std::{future::Future, time::Duration};
 
 use anyhow::Context as _;
 use tokio::net::TcpListener;
@@ -9,7 +9,7 @@ use tokio::net::TcpListener;
 use crate::{
     Shutdown,
     auth::{Keyring, ServiceId},
-    config::{CommonConfig, Environment, parsed_or},
+    config::{CommonConfig, Environment, listen_addr, parsed_or},
 };
 
 /// Configuration every service has, whatever else it needs.
@@ -51,11 +51,6 @@ impl ServiceConfig {
             drain: Duration::ZERO,
         })
     }
-}
-
-/// Where a service listens: `{addr_env}`, else all interfaces on its SPEC port.
-pub fn listen_addr(addr_env: &'static str, default_port: u16) -> anyhow::Result<SocketAddr> {
-    Ok(crate::config::listen_addr(addr_env, default_port)?)
 }
 
 /// The whole life of a per-service binary.
