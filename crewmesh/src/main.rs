@@ -134,16 +134,14 @@ async fn up(ready_timeout: Duration) -> anyhow::Result<()> {
             .map(|(_, url)| url.clone())
             .unwrap_or_default()
     };
-    let mut upstreams = gateway::startup::Upstreams::from_env();
+    // The gateway finds the services where this process bound them.
+    let mut gateway_config = gateway::startup::Config::from_env()?;
+    let upstreams = &mut gateway_config.upstreams;
     upstreams.identity = url_of(ServiceId::Identity);
     upstreams.agent = url_of(ServiceId::Agent);
     upstreams.llm = url_of(ServiceId::Llm);
     upstreams.billing = url_of(ServiceId::Billing);
     upstreams.media = url_of(ServiceId::Media);
-    let gateway_config = gateway::startup::Config {
-        service: ServiceConfig::from_env(ServiceId::Gateway)?,
-        upstreams,
-    };
     let addr = listen_addr(gateway::startup::ADDR_ENV, gateway::startup::DEFAULT_PORT)?;
     let listener = bind(ServiceId::Gateway, addr, gateway::startup::ADDR_ENV).await?;
     let http = local_url(listener.local_addr()?);

@@ -18,9 +18,10 @@ use utoipa_axum::{router::OpenApiRouter, routes};
 use utoipa_swagger_ui::SwaggerUi;
 
 use crate::{
+    auth::ApiKeyExchange,
     error::{ApiError, REQUEST_ID_HEADER, request_id},
     openapi::ApiDoc,
-    routes::{health, me, tenants},
+    routes::{api_keys, audit, health, me, sessions, tenants, users},
 };
 
 pub const DEFAULT_PORT: u16 = 8080;
@@ -56,6 +57,9 @@ impl Upstreams {
 pub struct Config {
     pub service: ServiceConfig,
     pub upstreams: Upstreams,
+    /// `CREWMESH_TRUST_FORWARDED_FOR`: take the client address from the last
+    /// `X-Forwarded-For` hop (set it only behind a proxy that writes that header).
+    pub trust_forwarded_for: bool,
 }
 
 impl Config {
@@ -63,6 +67,10 @@ impl Config {
         Ok(Config {
             service: ServiceConfig::from_env(ServiceId::Gateway)?,
             upstreams: Upstreams::from_env(),
+            trust_forwarded_for: mesh_kit::config::parsed_or(
+                "CREWMESH_TRUST_FORWARDED_FOR",
+                false,
+            )?,
         })
     }
 }
@@ -72,6 +80,8 @@ impl Config {
 pub struct AppState {
     pub verifier: TokenVerifier,
     pub identity: IdentityServiceClient<Channel>,
+    pub api_keys: ApiKeyExchange,
+    pub trust_forwarded_for: bool,
     /// Every service the edge depends on, for readiness.
     pub upstreams: Vec<(&'static str, Channel)>,
 }
@@ -89,6 +99,8 @@ impl AppState {
         ];
         Ok(AppState {
             verifier: config.service.keyring.verifier.clone(),
+            api_keys: ApiKeyExchange::new(identity.clone(), config.service.keyring.signer.clone()),
+            trust_forwarded_for: config.trust_forwarded_for,
             identity: IdentityServiceClient::new(identity),
             upstreams,
         })
@@ -103,6 +115,16 @@ pub fn api() -> (Router<AppState>, utoipa::openapi::OpenApi) {
         .routes(routes!(me::get_me))
         .routes(routes!(tenants::create_tenant, tenants::list_tenants))
         .routes(routes!(tenants::get_tenant))
+        .routes(routes!(sessions::login))
+        .routes(routes!(sessions::refresh))
+        .routes(routes!(users::list_users))
+        .routes(routes!(users::create_invite))
+        .routes(routes!(users::resend_invite))
+        .routes(routes!(users::accept_invite))
+        .routes(routes!(users::start_impersonation))
+        .routes(routes!(audit::list_audit_events))
+        .routes(routes!(api_keys::create_api_key, api_keys::list_api_keys))
+        .routes(routes!(api_keys::revoke_api_key))
         .split_for_parts()
 }
 
@@ -144,11 +166,14 @@ pub async fn serve(
     let state = AppState::new(&config)?;
     let app = router(state);
     let drain = config.service.drain;
-    axum::serve(listener, app)
-        .with_graceful_shutdown(async move {
-            shutdown.cancelled().await;
-            tokio::time::sleep(drain).await;
-        })
-        .await
-        .context("serving HTTP")
+    axum::serve(
+        listener,
+        app.into_make_service_with_connect_info::<std::net::SocketAddr>(),
+    )
+    .with_graceful_shutdown(async move {
+        shutdown.cancelled().await;
+        tokio::time::sleep(drain).await;
+    })
+    .await
+    .context("serving HTTP")
 }

@@ -1,25 +1,66 @@
 //! The tonic adapter: decode, authorize, call the domain, encode.
 
+use std::time::Duration;
+
 use crewmesh_proto::identity::v1::{
+    AcceptInviteRequest, AcceptInviteResponse, ApiKey as ProtoApiKey,
+    AuditEvent as ProtoAuditEvent, AuthenticateApiKeyRequest, AuthenticateApiKeyResponse,
+    CreateApiKeyRequest, CreateApiKeyResponse, CreateInviteRequest, CreateInviteResponse,
     CreateTenantRequest, CreateTenantResponse, GetTenantRequest, GetTenantResponse,
-    ListTenantsRequest, ListTenantsResponse, Role as ProtoRole, Tenant as ProtoTenant,
-    WhoAmIRequest, WhoAmIResponse, identity_service_server::IdentityService,
+    Invite as ProtoInvite, ListApiKeysRequest, ListApiKeysResponse, ListAuditEventsRequest,
+    ListAuditEventsResponse, ListTenantsRequest, ListTenantsResponse, ListUsersRequest,
+    ListUsersResponse, LoginRequest, LoginResponse, RefreshTokenRequest, RefreshTokenResponse,
+    ResendInviteRequest, ResendInviteResponse, RevokeApiKeyRequest, RevokeApiKeyResponse,
+    Role as ProtoRole, StartImpersonationRequest, StartImpersonationResponse,
+    Tenant as ProtoTenant, User as ProtoUser, WhoAmIRequest, WhoAmIResponse,
+    identity_internal_service_server::IdentityInternalService,
+    identity_service_server::IdentityService,
 };
-use mesh_kit::{Caller, Role, error::invalid_field, server::caller};
+use mesh_kit::{
+    Caller, Role, ServiceId, auth::UserCaller, config::Environment, error::invalid_field,
+    server::caller,
+};
+use secrecy::SecretString;
 use sqlx::PgPool;
 use tonic::{Request, Response, Status};
 use uuid::Uuid;
 
-use crate::tenants::{self, Tenant, Visibility};
+use crate::{
+    api_keys::{self, ApiKey},
+    audit::{self, Actor, AuditEvent},
+    invites::{self, Invite},
+    sessions::{self, Issuer, Tokens},
+    tenants::{self, Tenant, Visibility},
+    throttle::LoginThrottle,
+    users::{self, User},
+};
+
+/// RPCs callable without a token: they are how a caller gets one.
+pub const PUBLIC_METHODS: &[&str] = &[
+    "/crewmesh.identity.v1.IdentityService/Login",
+    "/crewmesh.identity.v1.IdentityService/RefreshToken",
+    "/crewmesh.identity.v1.IdentityService/AcceptInvite",
+];
+
+const MAX_PAGE_SIZE: i64 = 200;
+const DEFAULT_PAGE_SIZE: i64 = 50;
 
 #[derive(Debug, Clone)]
 pub struct IdentityApi {
-    db: PgPool,
+    pub db: PgPool,
+    pub throttle: LoginThrottle,
+    pub issuer: Issuer,
+    pub environment: Environment,
+    pub invite_ttl: Duration,
 }
 
-impl IdentityApi {
-    pub fn new(db: PgPool) -> IdentityApi {
-        IdentityApi { db }
+/// Roles that administer a tenant: its customer admins and platform staff.
+const ADMINS: &[Role] = &[Role::PlatformAdmin, Role::CustomerAdmin];
+
+fn page_size(requested: i32) -> i64 {
+    match i64::from(requested) {
+        n if n <= 0 => DEFAULT_PAGE_SIZE,
+        n => n.min(MAX_PAGE_SIZE),
     }
 }
 
@@ -31,10 +72,62 @@ fn proto_role(role: Role) -> ProtoRole {
     }
 }
 
+fn role_from_proto(field: &str, role: i32) -> Result<Role, Status> {
+    match ProtoRole::try_from(role) {
+        Ok(ProtoRole::PlatformAdmin) => Ok(Role::PlatformAdmin),
+        Ok(ProtoRole::CustomerAdmin) => Ok(Role::CustomerAdmin),
+        Ok(ProtoRole::Operator) => Ok(Role::Operator),
+        Ok(ProtoRole::Unspecified) | Err(_) => {
+            Err(invalid_field(field, "must be customer_admin or operator"))
+        }
+    }
+}
+
+fn role_name_to_proto(name: &str) -> i32 {
+    Role::parse(name)
+        .map(proto_role)
+        .unwrap_or(ProtoRole::Unspecified)
+        .into()
+}
+
 fn timestamp(at: chrono::DateTime<chrono::Utc>) -> prost_types::Timestamp {
     prost_types::Timestamp {
         seconds: at.timestamp(),
         nanos: i32::try_from(at.timestamp_subsec_nanos()).unwrap_or(0),
+    }
+}
+
+fn from_timestamp(
+    field: &str,
+    ts: Option<prost_types::Timestamp>,
+) -> Result<Option<chrono::DateTime<chrono::Utc>>, Status> {
+    ts.map(|t| {
+        chrono::DateTime::from_timestamp(t.seconds, u32::try_from(t.nanos).unwrap_or(0))
+            .ok_or_else(|| invalid_field(field, "is out of range"))
+    })
+    .transpose()
+}
+
+fn unix_timestamp(seconds: i64) -> prost_types::Timestamp {
+    prost_types::Timestamp { seconds, nanos: 0 }
+}
+
+fn opt_id(id: Option<Uuid>) -> String {
+    id.map(|i| i.to_string()).unwrap_or_default()
+}
+
+fn parse_id(field: &str, value: &str) -> Result<Uuid, Status> {
+    value
+        .parse()
+        .map_err(|_| invalid_field(field, "must be a UUID"))
+}
+
+/// An optional id: empty means absent.
+fn parse_opt_id(field: &str, value: &str) -> Result<Option<Uuid>, Status> {
+    if value.is_empty() {
+        Ok(None)
+    } else {
+        parse_id(field, value).map(Some)
     }
 }
 
@@ -47,22 +140,99 @@ fn proto_tenant(tenant: Tenant) -> ProtoTenant {
     }
 }
 
-fn parse_id(field: &str, value: &str) -> Result<Uuid, Status> {
-    value
-        .parse()
-        .map_err(|_| invalid_field(field, "must be a UUID"))
+fn proto_user(user: User) -> ProtoUser {
+    ProtoUser {
+        id: user.id.to_string(),
+        email: user.email,
+        name: user.name,
+        tenant_id: opt_id(user.tenant_id),
+        role: proto_role(user.role).into(),
+    }
+}
+
+fn proto_invite(invite: Invite) -> ProtoInvite {
+    ProtoInvite {
+        id: invite.id.to_string(),
+        tenant_id: invite.tenant_id.to_string(),
+        email: invite.email,
+        role: role_name_to_proto(&invite.role),
+        expires_at: Some(timestamp(invite.expires_at)),
+        accepted_at: invite.accepted_at.map(timestamp),
+    }
+}
+
+fn proto_api_key(key: ApiKey) -> ProtoApiKey {
+    ProtoApiKey {
+        id: key.id.to_string(),
+        tenant_id: key.tenant_id.to_string(),
+        name: key.name,
+        prefix: key.prefix,
+        role: role_name_to_proto(&key.role),
+        created_at: Some(timestamp(key.created_at)),
+        revoked_at: key.revoked_at.map(timestamp),
+    }
+}
+
+fn proto_audit_event(event: AuditEvent) -> ProtoAuditEvent {
+    ProtoAuditEvent {
+        id: event.id.to_string(),
+        tenant_id: event.tenant_id.to_string(),
+        actor_user_id: opt_id(event.actor_user_id),
+        impersonator_id: opt_id(event.impersonator_id),
+        action: event.action,
+        target_user_id: opt_id(event.target_user_id),
+        client_addr: event.client_addr.unwrap_or_default(),
+        user_agent: event.user_agent.unwrap_or_default(),
+        occurred_at: Some(timestamp(event.occurred_at)),
+    }
+}
+
+fn login_response(tokens: Tokens) -> LoginResponse {
+    LoginResponse {
+        access_token: tokens.access_token,
+        access_expires_at: Some(unix_timestamp(tokens.access_expires_at)),
+        refresh_token: tokens.refresh_token.unwrap_or_default(),
+        user: Some(proto_user(tokens.user)),
+    }
+}
+
+/// The tenant an admin acts on, from an optional `tenant_id` field.
+fn admin_tenant(user: &UserCaller, tenant_id: &str) -> Result<Uuid, Status> {
+    user.tenant_scope(parse_opt_id("tenant_id", tenant_id)?)
 }
 
 #[tonic::async_trait]
 impl IdentityService for IdentityApi {
+    async fn who_am_i(
+        &self,
+        request: Request<WhoAmIRequest>,
+    ) -> Result<Response<WhoAmIResponse>, Status> {
+        let response = match caller(&request)? {
+            Caller::User(user) => WhoAmIResponse {
+                kind: "user".into(),
+                user_id: user.user_id.to_string(),
+                tenant_id: opt_id(user.tenant_id),
+                role: proto_role(user.role).into(),
+                impersonator_id: opt_id(user.impersonator),
+                service: String::new(),
+            },
+            Caller::Service(svc) => WhoAmIResponse {
+                kind: "service".into(),
+                service: svc.as_str().into(),
+                ..Default::default()
+            },
+        };
+        Ok(Response::new(response))
+    }
+
     async fn create_tenant(
         &self,
         request: Request<CreateTenantRequest>,
     ) -> Result<Response<CreateTenantResponse>, Status> {
-        caller(&request)?.require_role(&[Role::PlatformAdmin])?;
+        let actor = Actor::of(caller(&request)?.require_role(&[Role::PlatformAdmin])?);
         let req = request.into_inner();
         let request_id = Some(req.request_id.as_str()).filter(|r| !r.is_empty());
-        let tenant = tenants::create(&self.db, &req.slug, &req.name, request_id).await?;
+        let tenant = tenants::create(&self.db, &actor, &req.slug, &req.name, request_id).await?;
         tracing::info!(tenant = %tenant.id, slug = %tenant.slug, "tenant created");
         Ok(Response::new(CreateTenantResponse {
             tenant: Some(proto_tenant(tenant)),
@@ -99,33 +269,237 @@ impl IdentityService for IdentityApi {
         }))
     }
 
-    async fn who_am_i(
+    async fn login(
         &self,
-        request: Request<WhoAmIRequest>,
-    ) -> Result<Response<WhoAmIResponse>, Status> {
-        let response = match caller(&request)? {
-            Caller::User(user) => WhoAmIResponse {
-                kind: "user".into(),
-                user_id: user.user_id.to_string(),
-                tenant_id: user.tenant_id.map(|t| t.to_string()).unwrap_or_default(),
-                role: proto_role(user.role).into(),
-                impersonator_id: user.impersonator.map(|a| a.to_string()).unwrap_or_default(),
-                service: String::new(),
-            },
-            Caller::Service(svc) => WhoAmIResponse {
-                kind: "service".into(),
-                service: svc.as_str().into(),
-                ..Default::default()
-            },
+        request: Request<LoginRequest>,
+    ) -> Result<Response<LoginResponse>, Status> {
+        let req = request.into_inner();
+        let tokens = sessions::login(
+            &self.db,
+            &self.throttle,
+            &self.issuer,
+            &req.email,
+            SecretString::from(req.password),
+            &req.client_addr,
+        )
+        .await?;
+        Ok(Response::new(login_response(tokens)))
+    }
+
+    async fn refresh_token(
+        &self,
+        request: Request<RefreshTokenRequest>,
+    ) -> Result<Response<RefreshTokenResponse>, Status> {
+        let tokens =
+            sessions::refresh(&self.db, &self.issuer, &request.get_ref().refresh_token).await?;
+        Ok(Response::new(RefreshTokenResponse {
+            access_token: tokens.access_token,
+            access_expires_at: Some(unix_timestamp(tokens.access_expires_at)),
+            refresh_token: tokens.refresh_token.unwrap_or_default(),
+        }))
+    }
+
+    async fn list_users(
+        &self,
+        request: Request<ListUsersRequest>,
+    ) -> Result<Response<ListUsersResponse>, Status> {
+        let user = caller(&request)?.require_role(ADMINS)?;
+        let req = request.get_ref();
+        let tenant = admin_tenant(user, &req.tenant_id)?;
+        let (page, next) =
+            users::list(&self.db, tenant, page_size(req.page_size), &req.page_token).await?;
+        Ok(Response::new(ListUsersResponse {
+            users: page.into_iter().map(proto_user).collect(),
+            next_page_token: next.unwrap_or_default(),
+        }))
+    }
+
+    async fn create_invite(
+        &self,
+        request: Request<CreateInviteRequest>,
+    ) -> Result<Response<CreateInviteResponse>, Status> {
+        let user = caller(&request)?.require_role(ADMINS)?;
+        let req = request.get_ref();
+        let tenant = admin_tenant(user, &req.tenant_id)?;
+        let role = role_from_proto("role", req.role)?;
+        let (invite, token) = invites::create(
+            &self.db,
+            self.environment,
+            &Actor::of(user),
+            tenant,
+            &req.email,
+            role,
+            self.invite_ttl,
+        )
+        .await?;
+        Ok(Response::new(CreateInviteResponse {
+            invite: Some(proto_invite(invite)),
+            token,
+        }))
+    }
+
+    async fn resend_invite(
+        &self,
+        request: Request<ResendInviteRequest>,
+    ) -> Result<Response<ResendInviteResponse>, Status> {
+        let user = caller(&request)?.require_role(ADMINS)?;
+        let id = parse_id("invite_id", &request.get_ref().invite_id)?;
+        let tenant = match user.role {
+            Role::PlatformAdmin => invites::tenant_of(&self.db, id).await?,
+            Role::CustomerAdmin | Role::Operator => user.tenant_scope(None)?,
         };
-        Ok(Response::new(response))
+        let (invite, token) = invites::resend(
+            &self.db,
+            self.environment,
+            &Actor::of(user),
+            tenant,
+            id,
+            self.invite_ttl,
+        )
+        .await?;
+        Ok(Response::new(ResendInviteResponse {
+            invite: Some(proto_invite(invite)),
+            token,
+        }))
+    }
+
+    async fn accept_invite(
+        &self,
+        request: Request<AcceptInviteRequest>,
+    ) -> Result<Response<AcceptInviteResponse>, Status> {
+        let req = request.into_inner();
+        if req.token.is_empty() {
+            return Err(invalid_field("token", "is required"));
+        }
+        let user = invites::accept(
+            &self.db,
+            &req.token,
+            &req.name,
+            SecretString::from(req.password),
+        )
+        .await?;
+        Ok(Response::new(AcceptInviteResponse {
+            user: Some(proto_user(user)),
+        }))
+    }
+
+    async fn start_impersonation(
+        &self,
+        request: Request<StartImpersonationRequest>,
+    ) -> Result<Response<StartImpersonationResponse>, Status> {
+        let admin = caller(&request)?.require_role(&[Role::PlatformAdmin])?;
+        if admin.impersonator.is_some() {
+            return Err(mesh_kit::ErrorCode::PermissionDenied
+                .status("stop impersonating before starting again"));
+        }
+        let req = request.get_ref();
+        let tenant = parse_id("tenant_id", &req.tenant_id)?;
+        let target = parse_id("user_id", &req.user_id)?;
+        let tokens = sessions::impersonate(
+            &self.db,
+            &self.issuer,
+            admin.user_id,
+            tenant,
+            target,
+            &req.client_addr,
+            &req.user_agent,
+        )
+        .await?;
+        Ok(Response::new(StartImpersonationResponse {
+            access_token: tokens.access_token,
+            access_expires_at: Some(unix_timestamp(tokens.access_expires_at)),
+        }))
+    }
+
+    async fn list_audit_events(
+        &self,
+        request: Request<ListAuditEventsRequest>,
+    ) -> Result<Response<ListAuditEventsResponse>, Status> {
+        let user = caller(&request)?.require_role(ADMINS)?.clone();
+        let req = request.into_inner();
+        let requested = parse_opt_id("tenant_id", &req.tenant_id)?;
+        let (scope, tenant_id) = match user.role {
+            Role::PlatformAdmin => (audit::Scope::Platform, requested),
+            Role::CustomerAdmin | Role::Operator => {
+                let own = user.tenant_scope(requested)?;
+                (audit::Scope::Tenant(own), Some(own))
+            }
+        };
+        let filter = audit::Filter {
+            tenant_id,
+            action: Some(req.action).filter(|a| !a.is_empty()),
+            actor_user_id: parse_opt_id("actor_user_id", &req.actor_user_id)?,
+            since: from_timestamp("since", req.since)?,
+            until: from_timestamp("until", req.until)?,
+            page_size: page_size(req.page_size),
+            before: audit::parse_page_token(&req.page_token)?,
+        };
+        let (events, next) = audit::list(&self.db, scope, &filter).await?;
+        Ok(Response::new(ListAuditEventsResponse {
+            events: events.into_iter().map(proto_audit_event).collect(),
+            next_page_token: next.unwrap_or_default(),
+        }))
+    }
+
+    async fn create_api_key(
+        &self,
+        request: Request<CreateApiKeyRequest>,
+    ) -> Result<Response<CreateApiKeyResponse>, Status> {
+        let user = caller(&request)?.require_role(ADMINS)?;
+        let req = request.get_ref();
+        let tenant = admin_tenant(user, &req.tenant_id)?;
+        let role = role_from_proto("role", req.role)?;
+        let (key, secret) =
+            api_keys::create(&self.db, &Actor::of(user), tenant, &req.name, role).await?;
+        Ok(Response::new(CreateApiKeyResponse {
+            api_key: Some(proto_api_key(key)),
+            secret,
+        }))
+    }
+
+    async fn list_api_keys(
+        &self,
+        request: Request<ListApiKeysRequest>,
+    ) -> Result<Response<ListApiKeysResponse>, Status> {
+        let user = caller(&request)?.require_role(ADMINS)?;
+        let tenant = admin_tenant(user, &request.get_ref().tenant_id)?;
+        let keys = api_keys::list(&self.db, tenant).await?;
+        Ok(Response::new(ListApiKeysResponse {
+            api_keys: keys.into_iter().map(proto_api_key).collect(),
+        }))
+    }
+
+    async fn revoke_api_key(
+        &self,
+        request: Request<RevokeApiKeyRequest>,
+    ) -> Result<Response<RevokeApiKeyResponse>, Status> {
+        let user = caller(&request)?.require_role(ADMINS)?;
+        let id = parse_id("id", &request.get_ref().id)?;
+        let tenant = match user.role {
+            Role::PlatformAdmin => api_keys::tenant_of(&self.db, id).await?,
+            Role::CustomerAdmin | Role::Operator => user.tenant_scope(None)?,
+        };
+        api_keys::revoke(&self.db, &Actor::of(user), tenant, id).await?;
+        Ok(Response::new(RevokeApiKeyResponse {}))
     }
 }
 
-/// Internal RPCs (API key exchange) arrive with the identity issue; until then
-/// every one answers UNIMPLEMENTED.
 #[tonic::async_trait]
-impl crewmesh_proto::identity::v1::identity_internal_service_server::IdentityInternalService
-    for IdentityApi
-{
+impl IdentityInternalService for IdentityApi {
+    async fn authenticate_api_key(
+        &self,
+        request: Request<AuthenticateApiKeyRequest>,
+    ) -> Result<Response<AuthenticateApiKeyResponse>, Status> {
+        caller(&request)?.require_service(&[ServiceId::Gateway])?;
+        let (user, key_id) = api_keys::authenticate(&self.db, &request.get_ref().secret).await?;
+        let (access_token, _) =
+            self.issuer
+                .access(&user, None, Some(key_id), self.issuer.api_key_token_ttl)?;
+        Ok(Response::new(AuthenticateApiKeyResponse {
+            access_token,
+            tenant_id: opt_id(user.tenant_id),
+            role: proto_role(user.role).into(),
+            api_key_id: key_id.to_string(),
+        }))
+    }
 }

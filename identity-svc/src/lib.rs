@@ -1,6 +1,15 @@
 //! identity-svc: tenants, users, memberships and roles, invites, tokens,
-//! impersonation and the audit log.
+//! impersonation, tenant API keys and the audit log.
 
+pub mod api_keys;
+pub mod audit;
+pub mod config;
 pub mod grpc;
+pub mod invites;
+pub mod passwords;
+pub mod secrets;
+pub mod sessions;
 pub mod startup;
 pub mod tenants;
+pub mod throttle;
+pub mod users;

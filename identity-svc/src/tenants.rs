@@ -10,6 +10,8 @@ use sqlx::PgPool;
 use tonic::Status;
 use uuid::Uuid;
 
+use crate::audit::{self, Actor};
+
 pub const MAX_PAGE_SIZE: i64 = 200;
 pub const DEFAULT_PAGE_SIZE: i64 = 50;
 
@@ -80,6 +82,7 @@ fn validate_name(name: &str) -> Result<(), TenantError> {
 /// With a `request_id`, a retry returns the tenant the first attempt created.
 pub async fn create(
     db: &PgPool,
+    actor: &Actor,
     slug: &str,
     name: &str,
     request_id: Option<&str>,
@@ -103,7 +106,10 @@ pub async fn create(
         _ => TenantError::Database(e),
     })?;
     let tenant = match inserted {
-        Some(tenant) => tenant,
+        Some(tenant) => {
+            audit::record(&mut tx, tenant.id, actor, "tenant.created", None).await?;
+            tenant
+        }
         // The request id was seen before: answer with that result.
         None => {
             sqlx::query_as::<_, Tenant>(

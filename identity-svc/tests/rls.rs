@@ -153,12 +153,13 @@ async fn the_audit_log_is_append_only() {
 #[tokio::test]
 async fn tenant_rows_are_visible_to_their_tenant_and_the_platform_scope_only() {
     let pool = pool(1).await;
-    let acme = identity_svc::tenants::create(&pool, "acme", "Acme", None)
+    let acme = identity_svc::tenants::create(&pool, &Default::default(), "acme", "Acme", None)
         .await
         .unwrap();
-    let globex = identity_svc::tenants::create(&pool, "globex", "Globex", None)
-        .await
-        .unwrap();
+    let globex =
+        identity_svc::tenants::create(&pool, &Default::default(), "globex", "Globex", None)
+            .await
+            .unwrap();
 
     let mut tx = begin_tenant(&pool, acme.id).await.unwrap();
     let seen: Vec<String> = sqlx::query_scalar("SELECT slug FROM tenants ORDER BY slug")

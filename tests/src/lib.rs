@@ -37,6 +37,103 @@ impl Mesh {
         format!("{}{path}", self.gateway)
     }
 
+    /// POSTs JSON to `path` through the gateway; returns the status and JSON body
+    /// (`null` for an empty body).
+    pub async fn post_json(
+        &self,
+        path: &str,
+        token: Option<&str>,
+        body: &serde_json::Value,
+    ) -> (u16, serde_json::Value) {
+        let mut request = self.http.post(self.url(path)).json(body);
+        if let Some(token) = token {
+            request = request.bearer_auth(token);
+        }
+        let response = request.send().await.unwrap();
+        let status = response.status().as_u16();
+        let text = response.text().await.unwrap();
+        (
+            status,
+            serde_json::from_str(&text).unwrap_or(serde_json::Value::Null),
+        )
+    }
+
+    /// Logs in through the gateway; returns the access token.
+    pub async fn login(&self, email: &str, password: &str) -> String {
+        let (status, body) = self
+            .post_json(
+                "/api/v1/auth/login",
+                None,
+                &serde_json::json!({ "email": email, "password": password }),
+            )
+            .await;
+        assert_eq!(status, 200, "login of {email}: {body}");
+        body["access_token"].as_str().unwrap().to_owned()
+    }
+
+    /// Creates a tenant as `admin`; returns its id.
+    pub async fn create_tenant(&self, admin: &str, slug: &str) -> String {
+        let (status, body) = self
+            .post_json(
+                "/api/v1/tenants",
+                Some(admin),
+                &serde_json::json!({ "slug": slug, "name": slug }),
+            )
+            .await;
+        assert_eq!(status, 201, "{body}");
+        body["id"].as_str().unwrap().to_owned()
+    }
+
+    /// Invites `email` with `role` to `tenant`; returns (invite id, token).
+    pub async fn invite(
+        &self,
+        token: &str,
+        tenant: &str,
+        email: &str,
+        role: &str,
+    ) -> (String, String) {
+        let (status, body) = self
+            .post_json(
+                "/api/v1/invites",
+                Some(token),
+                &serde_json::json!({ "email": email, "role": role, "tenant_id": tenant }),
+            )
+            .await;
+        assert_eq!(status, 201, "{body}");
+        (
+            body["invite"]["id"].as_str().unwrap().to_owned(),
+            body["token"].as_str().unwrap().to_owned(),
+        )
+    }
+
+    /// Accepts an invite with [`PASSWORD`].
+    pub async fn accept_invite(&self, token: &str) -> (u16, serde_json::Value) {
+        self.post_json(
+            "/api/v1/invites/accept",
+            None,
+            &serde_json::json!({ "token": token, "name": "Ann Example", "password": PASSWORD }),
+        )
+        .await
+    }
+
+    /// A new tenant with one member of `role`, who has logged in; returns
+    /// (tenant id, member's access token, member's user id).
+    pub async fn tenant_with_member(&self, slug: &str, role: &str) -> (String, String, String) {
+        let admin = self.admin_token().await;
+        let tenant = self.create_tenant(&admin, slug).await;
+        let email = format!("{role}@{slug}.test");
+        let (_, token) = self.invite(&admin, &tenant, &email, role).await;
+        let (status, user) = self.accept_invite(&token).await;
+        assert_eq!(status, 201, "{user}");
+        let member = self.login(&email, PASSWORD).await;
+        (tenant, member, user["id"].as_str().unwrap().to_owned())
+    }
+
+    /// The bootstrap platform admin's access token.
+    pub async fn admin_token(&self) -> String {
+        self.login(ADMIN_EMAIL, ADMIN_PASSWORD).await
+    }
+
     /// GETs `path` through the gateway and returns the status and JSON body.
     pub async fn get_json(&self, path: &str, token: Option<&str>) -> (u16, serde_json::Value) {
         let mut request = self.http.get(self.url(path));
@@ -55,8 +152,36 @@ async fn loopback() -> (TcpListener, SocketAddr) {
     (listener, addr)
 }
 
+/// The platform admin every test mesh bootstraps.
+pub const ADMIN_EMAIL: &str = "admin@crewmesh.test";
+pub const ADMIN_PASSWORD: &str = "bootstrap admin password";
+/// The password invited test users choose.
+pub const PASSWORD: &str = "a long enough password";
+
+/// What a test may change about the mesh it starts.
+#[derive(Debug, Clone)]
+pub struct MeshOptions {
+    pub invite_ttl: Duration,
+    pub failed_logins_per_account: u32,
+    pub failed_logins_per_address: u32,
+}
+
+impl Default for MeshOptions {
+    fn default() -> MeshOptions {
+        MeshOptions {
+            invite_ttl: Duration::from_secs(7 * 24 * 3600),
+            failed_logins_per_account: 5,
+            failed_logins_per_address: 20,
+        }
+    }
+}
+
 /// Starts every service and the gateway, and returns once `/readyz` says ready.
 pub async fn spawn_mesh() -> Mesh {
+    spawn_mesh_with(MeshOptions::default()).await
+}
+
+pub async fn spawn_mesh_with(options: MeshOptions) -> Mesh {
     let database = testkit::fresh_database().await.unwrap();
     let shutdown = Shutdown::new();
     let mut grpc = Vec::new();
@@ -74,7 +199,28 @@ pub async fn spawn_mesh() -> Mesh {
             grpc.push(($id, format!("http://{addr}")));
         }};
     }
-    spawn_service!(ServiceId::Identity, identity_svc::startup::serve);
+    {
+        let mut config = identity_svc::config::IdentityConfig::new(
+            testkit::service_config(ServiceId::Identity, &database).unwrap(),
+        );
+        config.bootstrap_admin = Some(identity_svc::config::BootstrapAdmin {
+            email: ADMIN_EMAIL.into(),
+            password: ADMIN_PASSWORD.to_owned().into(),
+        });
+        config.invite_ttl = options.invite_ttl;
+        config.login_limits.per_account = options.failed_logins_per_account;
+        config.login_limits.per_address = options.failed_logins_per_address;
+        // Tests share one Redis: each mesh counts failed logins on its own.
+        config.login_limits.namespace = format!("test-{}", uuid::Uuid::new_v4().simple());
+        let (listener, addr) = loopback().await;
+        let stop = shutdown.clone();
+        tokio::spawn(async move {
+            if let Err(e) = identity_svc::startup::serve_with(config, listener, stop).await {
+                panic!("identity-svc failed: {e:#}");
+            }
+        });
+        grpc.push((ServiceId::Identity, format!("http://{addr}")));
+    }
     spawn_service!(ServiceId::Agent, agent_svc::startup::serve);
     spawn_service!(ServiceId::Llm, llm_svc::startup::serve);
     spawn_service!(ServiceId::Billing, billing_svc::startup::serve);
@@ -88,6 +234,7 @@ pub async fn spawn_mesh() -> Mesh {
     };
     let config = gateway::startup::Config {
         service: testkit::service_config(ServiceId::Gateway, &database).unwrap(),
+        trust_forwarded_for: false,
         upstreams: gateway::startup::Upstreams {
             identity: url_of(ServiceId::Identity),
             agent: url_of(ServiceId::Agent),

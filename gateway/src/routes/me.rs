@@ -3,6 +3,7 @@ use crewmesh_proto::identity::v1::{Role as ProtoRole, WhoAmIRequest};
 use serde::Serialize;
 use utoipa::ToSchema;
 
+use super::non_empty;
 use crate::{auth::Authenticated, error::ApiError, startup::AppState};
 
 /// The authenticated caller.
@@ -20,10 +21,6 @@ pub struct Me {
     /// The platform admin acting as this user, while impersonating.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub impersonator_id: Option<String>,
-}
-
-fn non_empty(s: String) -> Option<String> {
-    (!s.is_empty()).then_some(s)
 }
 
 /// Who the bearer token belongs to, as identity-svc sees it.

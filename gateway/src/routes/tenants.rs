@@ -12,6 +12,7 @@ use mesh_kit::Role;
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
+use super::rfc3339;
 use crate::{auth::Authenticated, error::ApiError, extract::ApiJson, startup::AppState};
 
 #[derive(Debug, Deserialize, ToSchema)]
@@ -47,20 +48,12 @@ pub struct PageQuery {
     pub page_token: Option<String>,
 }
 
-pub(crate) fn rfc3339(ts: Option<prost_types::Timestamp>) -> String {
-    ts.and_then(|t| {
-        chrono::DateTime::from_timestamp(t.seconds, u32::try_from(t.nanos).unwrap_or(0))
-    })
-    .map(|t| t.to_rfc3339())
-    .unwrap_or_default()
-}
-
 fn tenant(t: ProtoTenant) -> Tenant {
     Tenant {
         id: t.id,
         slug: t.slug,
         name: t.name,
-        created_at: rfc3339(t.created_at),
+        created_at: rfc3339(t.created_at).unwrap_or_default(),
     }
 }
 

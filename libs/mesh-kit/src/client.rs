@@ -73,7 +73,10 @@ impl CallContext {
         let mut request = tonic::Request::new(message);
         request.set_timeout(self.deadline);
         let metadata = request.metadata_mut();
-        if let Ok(value) = MetadataValue::try_from(format!("Bearer {}", self.token)) {
+        // An empty token is an anonymous call (login and friends): no header.
+        if !self.token.is_empty()
+            && let Ok(value) = MetadataValue::try_from(format!("Bearer {}", self.token))
+        {
             metadata.insert("authorization", value);
         }
         if let Ok(value) = MetadataValue::try_from(self.traceparent.as_str()) {

@@ -72,6 +72,8 @@ impl Dependencies {
 pub struct GrpcService {
     /// Fully-qualified gRPC service names served (for health and reflection).
     pub names: Vec<&'static str>,
+    /// Full method paths callable without a token (how a token is obtained).
+    pub public_methods: Vec<&'static str>,
     pub routes: Routes,
     pub file_descriptor_set: &'static [u8],
 }
@@ -80,6 +82,7 @@ impl GrpcService {
     pub fn new(file_descriptor_set: &'static [u8]) -> GrpcService {
         GrpcService {
             names: Vec::new(),
+            public_methods: Vec::new(),
             routes: Routes::default(),
             file_descriptor_set,
         }
@@ -101,6 +104,15 @@ impl GrpcService {
     {
         self.names.push(S::NAME);
         self.routes = self.routes.add_service(service);
+        self
+    }
+}
+
+impl GrpcService {
+    /// Lets `paths` (e.g. `/pkg.Service/Login`) through without a token; their
+    /// handlers get no [`Caller`] and must not need one.
+    pub fn public(mut self, paths: &[&'static str]) -> GrpcService {
+        self.public_methods.extend_from_slice(paths);
         self
     }
 }
@@ -159,7 +171,7 @@ pub async fn serve(
         // Long-lived HTTP/2 connections would pin clients to one pod; recycling
         // them lets Kubernetes spread load as replicas come and go.
         .max_connection_age(Duration::from_secs(300))
-        .layer(AuthLayer { verifier })
+        .layer(AuthLayer::new(verifier).with_public(service.public_methods))
         .add_routes(routes)
         .serve_with_incoming_shutdown(TcpListenerStream::new(listener), stop)
         .await;
@@ -214,11 +226,20 @@ async fn watch_readiness(
 #[derive(Debug, Clone)]
 pub struct AuthLayer {
     verifier: TokenVerifier,
+    public: std::sync::Arc<[&'static str]>,
 }
 
 impl AuthLayer {
     pub fn new(verifier: TokenVerifier) -> AuthLayer {
-        AuthLayer { verifier }
+        AuthLayer {
+            verifier,
+            public: std::sync::Arc::new([]),
+        }
+    }
+
+    pub fn with_public(mut self, paths: Vec<&'static str>) -> AuthLayer {
+        self.public = paths.into();
+        self
     }
 }
 
@@ -229,6 +250,7 @@ impl<S> tower::Layer<S> for AuthLayer {
         Authenticated {
             inner,
             verifier: self.verifier.clone(),
+            public: self.public.clone(),
         }
     }
 }
@@ -237,6 +259,7 @@ impl<S> tower::Layer<S> for AuthLayer {
 pub struct Authenticated<S> {
     inner: S,
     verifier: TokenVerifier,
+    public: std::sync::Arc<[&'static str]>,
 }
 
 type BoxFuture<T, E> = Pin<Box<dyn Future<Output = Result<T, E>> + Send>>;
@@ -256,7 +279,7 @@ where
 
     fn call(&mut self, mut req: http::Request<B>) -> Self::Future {
         let path = req.uri().path();
-        if OPEN_PREFIXES.iter().any(|p| path.starts_with(p)) {
+        if OPEN_PREFIXES.iter().any(|p| path.starts_with(p)) || self.public.contains(&path) {
             return Box::pin(self.inner.call(req));
         }
         let method = path.to_owned();

@@ -1,0 +1,131 @@
+//! Login and token refresh: public routes, throttled by identity-svc.
+
+use axum::{Json, extract::State};
+use crewmesh_proto::identity::v1::{LoginRequest, RefreshTokenRequest, User as ProtoUser};
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
+use super::{non_empty, rfc3339, role_name};
+use crate::{auth::RequestMeta, error::ApiError, extract::ApiJson, startup::AppState};
+
+#[derive(Debug, Deserialize, ToSchema)]
+pub struct Credentials {
+    #[schema(example = "ann@example.com")]
+    pub email: String,
+    pub password: String,
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+pub struct RefreshRequest {
+    pub refresh_token: String,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct User {
+    pub id: String,
+    pub email: String,
+    pub name: String,
+    /// Absent for platform staff.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tenant_id: Option<String>,
+    /// platform_admin, customer_admin or operator.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub role: Option<String>,
+}
+
+impl From<ProtoUser> for User {
+    fn from(u: ProtoUser) -> User {
+        User {
+            id: u.id,
+            email: u.email,
+            name: u.name,
+            tenant_id: non_empty(u.tenant_id),
+            role: role_name(u.role),
+        }
+    }
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Session {
+    /// Send as `Authorization: Bearer <access_token>`.
+    pub access_token: String,
+    #[schema(example = "Bearer")]
+    pub token_type: &'static str,
+    /// RFC 3339.
+    pub expires_at: Option<String>,
+    /// Single use: each refresh returns a new one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub refresh_token: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub user: Option<User>,
+}
+
+/// Log in with email and password.
+#[utoipa::path(
+    post, path = "/api/v1/auth/login", tag = "auth",
+    request_body = Credentials,
+    responses(
+        (status = 200, body = Session),
+        (status = 401, description = "Wrong email or password", body = crate::error::ErrorBody),
+        (status = 422, body = crate::error::ErrorBody),
+        (status = 429, description = "Too many failed logins for the account or address", body = crate::error::ErrorBody),
+    )
+)]
+pub async fn login(
+    State(state): State<AppState>,
+    meta: RequestMeta,
+    ApiJson(body): ApiJson<Credentials>,
+) -> Result<Json<Session>, ApiError> {
+    let call = meta.anonymous();
+    let session = state
+        .identity
+        .clone()
+        .login(call.request(LoginRequest {
+            email: body.email,
+            password: body.password,
+            client_addr: meta.client_addr.clone(),
+            user_agent: meta.user_agent.clone(),
+        }))
+        .await
+        .map_err(|s| meta.error(&s))?
+        .into_inner();
+    Ok(Json(Session {
+        access_token: session.access_token,
+        token_type: "Bearer",
+        expires_at: rfc3339(session.access_expires_at),
+        refresh_token: non_empty(session.refresh_token),
+        user: session.user.map(User::from),
+    }))
+}
+
+/// Exchange a refresh token for a new access token and refresh token.
+#[utoipa::path(
+    post, path = "/api/v1/auth/refresh", tag = "auth",
+    request_body = RefreshRequest,
+    responses(
+        (status = 200, body = Session),
+        (status = 401, description = "Invalid, expired or already used", body = crate::error::ErrorBody),
+    )
+)]
+pub async fn refresh(
+    State(state): State<AppState>,
+    meta: RequestMeta,
+    ApiJson(body): ApiJson<RefreshRequest>,
+) -> Result<Json<Session>, ApiError> {
+    let session = state
+        .identity
+        .clone()
+        .refresh_token(meta.anonymous().request(RefreshTokenRequest {
+            refresh_token: body.refresh_token,
+        }))
+        .await
+        .map_err(|s| meta.error(&s))?
+        .into_inner();
+    Ok(Json(Session {
+        access_token: session.access_token,
+        token_type: "Bearer",
+        expires_at: rfc3339(session.access_expires_at),
+        refresh_token: non_empty(session.refresh_token),
+        user: None,
+    }))
+}

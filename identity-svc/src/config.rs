@@ -1,0 +1,78 @@
+//! identity-svc's own settings on top of what every service has.
+
+use std::time::Duration;
+
+use mesh_kit::{
+    config::{parsed_or, secret_var, var},
+    service::ServiceConfig,
+};
+use secrecy::SecretString;
+
+#[derive(Debug, Clone)]
+pub struct BootstrapAdmin {
+    pub email: String,
+    pub password: SecretString,
+}
+
+#[derive(Debug, Clone)]
+pub struct LoginLimits {
+    /// Failed logins allowed per account within `window`.
+    pub per_account: u32,
+    /// Failed logins allowed per client address within `window`.
+    pub per_address: u32,
+    pub window: Duration,
+    /// Prefix of the Redis keys, so deployments (or tests) sharing a Redis
+    /// keep separate counters.
+    pub namespace: String,
+}
+
+#[derive(Debug, Clone)]
+pub struct IdentityConfig {
+    pub service: ServiceConfig,
+    /// Created at start-up as the first platform admin when none exists.
+    pub bootstrap_admin: Option<BootstrapAdmin>,
+    pub access_ttl: Duration,
+    pub refresh_ttl: Duration,
+    pub invite_ttl: Duration,
+    pub api_key_token_ttl: Duration,
+    pub login_limits: LoginLimits,
+}
+
+impl IdentityConfig {
+    /// Defaults for everything but the service config.
+    pub fn new(service: ServiceConfig) -> IdentityConfig {
+        IdentityConfig {
+            service,
+            bootstrap_admin: None,
+            access_ttl: Duration::from_secs(15 * 60),
+            refresh_ttl: Duration::from_secs(30 * 24 * 3600),
+            invite_ttl: Duration::from_secs(7 * 24 * 3600),
+            api_key_token_ttl: Duration::from_secs(5 * 60),
+            login_limits: LoginLimits {
+                per_account: 5,
+                per_address: 20,
+                window: Duration::from_secs(15 * 60),
+                namespace: "identity".to_owned(),
+            },
+        }
+    }
+
+    pub fn from_env(service: ServiceConfig) -> anyhow::Result<IdentityConfig> {
+        let mut config = IdentityConfig::new(service);
+        config.bootstrap_admin = match (
+            var("CREWMESH_BOOTSTRAP_ADMIN_EMAIL"),
+            secret_var("CREWMESH_BOOTSTRAP_ADMIN_PASSWORD"),
+        ) {
+            (Some(email), Some(password)) => Some(BootstrapAdmin { email, password }),
+            (None, None) => None,
+            _ => anyhow::bail!(
+                "set both CREWMESH_BOOTSTRAP_ADMIN_EMAIL and CREWMESH_BOOTSTRAP_ADMIN_PASSWORD, or neither"
+            ),
+        };
+        config.invite_ttl = Duration::from_secs(parsed_or(
+            "CREWMESH_INVITE_TTL_SECS",
+            config.invite_ttl.as_secs(),
+        )?);
+        Ok(config)
+    }
+}

@@ -1,0 +1,259 @@
+//! Login, refresh and impersonation (I2, I4): what turns credentials into
+//! signed access tokens.
+//!
+//! Access tokens are short-lived EdDSA JWTs every service verifies alone.
+//! Refresh tokens are opaque, stored hashed, single-use: each refresh revokes
+//! the presented token and issues a new one; presenting a revoked one again
+//! revokes every token of that user (a stolen token was used twice).
+
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use mesh_kit::{
+    ErrorCode, Role,
+    auth::{TokenSigner, UserClaims},
+    db::begin_platform,
+};
+use secrecy::SecretString;
+use sqlx::{PgConnection, PgPool};
+use tonic::Status;
+use uuid::Uuid;
+
+use crate::{
+    audit::{self, Actor},
+    passwords,
+    secrets::{self, RandomError},
+    throttle::LoginThrottle,
+    users::{self, User},
+};
+
+#[derive(Debug, thiserror::Error)]
+pub enum SessionError {
+    #[error("email or password is wrong")]
+    BadCredentials,
+    #[error("too many failed logins; try again in {} seconds", .0.as_secs())]
+    Throttled(Duration),
+    #[error("the refresh token is invalid, expired or already used; log in again")]
+    BadRefreshToken,
+    #[error("user not found in that tenant")]
+    TargetNotFound,
+    #[error("the throttle store is unavailable")]
+    Redis(#[from] redis::RedisError),
+    #[error(transparent)]
+    Random(#[from] RandomError),
+    #[error("token signing failed")]
+    Signing(#[from] mesh_kit::auth::TokenError),
+    #[error("database error")]
+    Database(#[from] sqlx::Error),
+}
+
+impl From<SessionError> for Status {
+    fn from(err: SessionError) -> Status {
+        match err {
+            SessionError::BadCredentials | SessionError::BadRefreshToken => {
+                ErrorCode::Unauthenticated.status(err.to_string())
+            }
+            SessionError::Throttled(_) => ErrorCode::ResourceExhausted.status(err.to_string()),
+            SessionError::TargetNotFound => ErrorCode::NotFound.status(err.to_string()),
+            SessionError::Redis(ref e) => {
+                tracing::error!(error = %e, "login throttle unavailable");
+                ErrorCode::Unavailable.status("login is briefly unavailable; retry shortly")
+            }
+            SessionError::Random(ref e) => mesh_kit::error::internal("random generator", e),
+            SessionError::Signing(ref e) => mesh_kit::error::internal("token signing", e),
+            SessionError::Database(ref e) => mesh_kit::error::internal("session query failed", e),
+        }
+    }
+}
+
+/// What issues tokens: the identity signing key and the lifetimes.
+#[derive(Debug, Clone)]
+pub struct Issuer {
+    pub signer: TokenSigner,
+    pub access_ttl: Duration,
+    pub refresh_ttl: Duration,
+    pub api_key_token_ttl: Duration,
+}
+
+#[derive(Debug)]
+pub struct Tokens {
+    pub access_token: String,
+    pub access_expires_at: i64,
+    /// None for impersonation, which cannot be extended.
+    pub refresh_token: Option<String>,
+    pub user: User,
+}
+
+impl Issuer {
+    pub fn access(
+        &self,
+        user: &User,
+        impersonator: Option<Uuid>,
+        api_key_id: Option<Uuid>,
+        ttl: Duration,
+    ) -> Result<(String, i64), SessionError> {
+        let claims = UserClaims {
+            user_id: user.id,
+            tenant_id: user.tenant_id,
+            role: user.role,
+            impersonator,
+            api_key_id,
+        };
+        Ok(self.signer.sign_user(&claims, ttl)?)
+    }
+
+    async fn refresh_token(
+        &self,
+        conn: &mut PgConnection,
+        user: Uuid,
+    ) -> Result<String, SessionError> {
+        let (token, hash) = secrets::generate("cmr")?;
+        let expires_at = Utc::now() + self.refresh_ttl;
+        sqlx::query("INSERT INTO refresh_tokens (id, user_id, token_hash, expires_at) VALUES ($1, $2, $3, $4)")
+            .bind(Uuid::now_v7())
+            .bind(user)
+            .bind(hash)
+            .bind(expires_at)
+            .execute(conn)
+            .await?;
+        Ok(token)
+    }
+}
+
+/// Password login, throttled per account and per client address.
+pub async fn login(
+    db: &PgPool,
+    throttle: &LoginThrottle,
+    issuer: &Issuer,
+    email: &str,
+    password: SecretString,
+    client_addr: &str,
+) -> Result<Tokens, SessionError> {
+    // An unparseable email cannot match an account: same answer as a wrong password.
+    let email = users::normalize_email(email).map_err(|_| SessionError::BadCredentials)?;
+    if let Some(wait) = throttle.blocked(&email, client_addr).await? {
+        return Err(SessionError::Throttled(wait));
+    }
+    let mut tx = begin_platform(db).await?;
+    let found = users::find_for_login(&mut tx, &email).await?;
+    let (row, hash) = match found {
+        Some((row, hash)) => (Some(row), Some(hash)),
+        None => (None, None),
+    };
+    let user = if passwords::verify(password, hash).await {
+        row.and_then(users::UserRow::into_user)
+    } else {
+        None
+    };
+    let Some(user) = user else {
+        throttle.failed(&email, client_addr).await?;
+        return Err(SessionError::BadCredentials);
+    };
+    throttle.succeeded(&email).await?;
+    let refresh = issuer.refresh_token(&mut tx, user.id).await?;
+    tx.commit().await?;
+    let (access_token, access_expires_at) = issuer.access(&user, None, None, issuer.access_ttl)?;
+    Ok(Tokens {
+        access_token,
+        access_expires_at,
+        refresh_token: Some(refresh),
+        user,
+    })
+}
+
+/// Exchanges a refresh token for new tokens, with the user's current role.
+pub async fn refresh(
+    db: &PgPool,
+    issuer: &Issuer,
+    presented: &str,
+) -> Result<Tokens, SessionError> {
+    #[derive(sqlx::FromRow)]
+    struct Row {
+        id: Uuid,
+        user_id: Uuid,
+        expires_at: DateTime<Utc>,
+        revoked_at: Option<DateTime<Utc>>,
+    }
+    let mut tx = begin_platform(db).await?;
+    let row: Option<Row> = sqlx::query_as(
+        "SELECT id, user_id, expires_at, revoked_at FROM refresh_tokens WHERE token_hash = $1 FOR UPDATE",
+    )
+    .bind(secrets::hash(presented))
+    .fetch_optional(&mut *tx)
+    .await?;
+    let Some(row) = row else {
+        return Err(SessionError::BadRefreshToken);
+    };
+    if row.revoked_at.is_some() {
+        // Reuse of a spent token: someone else may hold it. End every session.
+        sqlx::query("UPDATE refresh_tokens SET revoked_at = now() WHERE user_id = $1 AND revoked_at IS NULL")
+            .bind(row.user_id)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        tracing::warn!(user = %row.user_id, "refresh token reused; revoked all of the user's sessions");
+        return Err(SessionError::BadRefreshToken);
+    }
+    if row.expires_at <= Utc::now() {
+        return Err(SessionError::BadRefreshToken);
+    }
+    sqlx::query("UPDATE refresh_tokens SET revoked_at = now() WHERE id = $1")
+        .bind(row.id)
+        .execute(&mut *tx)
+        .await?;
+    let user = users::find_by_id(&mut tx, row.user_id)
+        .await?
+        .and_then(users::UserRow::into_user)
+        .ok_or(SessionError::BadRefreshToken)?;
+    let refresh = issuer.refresh_token(&mut tx, user.id).await?;
+    tx.commit().await?;
+    let (access_token, access_expires_at) = issuer.access(&user, None, None, issuer.access_ttl)?;
+    Ok(Tokens {
+        access_token,
+        access_expires_at,
+        refresh_token: Some(refresh),
+        user,
+    })
+}
+
+/// A platform admin starts acting as a tenant user: an access token naming
+/// both, and an audit event in the tenant. The caller checks the role.
+pub async fn impersonate(
+    db: &PgPool,
+    issuer: &Issuer,
+    admin: Uuid,
+    tenant: Uuid,
+    target: Uuid,
+    client_addr: &str,
+    user_agent: &str,
+) -> Result<Tokens, SessionError> {
+    let mut tx = begin_platform(db).await?;
+    let user = users::find_by_id(&mut tx, target)
+        .await?
+        .and_then(users::UserRow::into_user)
+        .filter(|u| u.tenant_id == Some(tenant) && u.role != Role::PlatformAdmin)
+        .ok_or(SessionError::TargetNotFound)?;
+    let actor = Actor {
+        user_id: Some(admin),
+        ..Actor::default()
+    }
+    .with_client(client_addr, user_agent);
+    audit::record(
+        &mut tx,
+        tenant,
+        &actor,
+        "impersonation.started",
+        Some(user.id),
+    )
+    .await?;
+    tx.commit().await?;
+    let (access_token, access_expires_at) =
+        issuer.access(&user, Some(admin), None, issuer.access_ttl)?;
+    tracing::info!(%admin, %tenant, user = %user.id, "impersonation started");
+    Ok(Tokens {
+        access_token,
+        access_expires_at,
+        refresh_token: None,
+        user,
+    })
+}

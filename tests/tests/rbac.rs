@@ -1,0 +1,224 @@
+//! The RBAC matrix of SPEC, walked whole: every route that exists × anonymous
+//! and every role, against the real gateway and services. Another tenant's
+//! resource is a 404; a role without the right is a 403. Later features add
+//! their rows here.
+
+// Helpers outside #[test] functions fail the test loudly too.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use crewmesh_tests::spawn_mesh;
+use reqwest::Method;
+use serde_json::{Value, json};
+use uuid::Uuid;
+
+#[derive(Debug, Clone, Copy)]
+enum Who {
+    Anonymous,
+    PlatformAdmin,
+    CustomerAdmin,
+    Operator,
+}
+
+const EVERYONE: [Who; 4] = [
+    Who::Anonymous,
+    Who::PlatformAdmin,
+    Who::CustomerAdmin,
+    Who::Operator,
+];
+
+/// A body that is new on every call, so creates do not collide.
+type Body = Box<dyn Fn() -> Value>;
+
+fn unique() -> String {
+    Uuid::new_v4().simple().to_string()
+}
+
+#[tokio::test]
+async fn rbac_matrix() {
+    let mesh = spawn_mesh().await;
+    let admin = mesh.admin_token().await;
+    let (own, customer_admin, _) = mesh.tenant_with_member("own", "customer_admin").await;
+    let operator = {
+        let email = "operator@own.test";
+        let (_, token) = mesh.invite(&admin, &own, email, "operator").await;
+        let (status, _) = mesh.accept_invite(&token).await;
+        assert_eq!(status, 201);
+        mesh.login(email, crewmesh_tests::PASSWORD).await
+    };
+    let (other, _, other_user) = mesh.tenant_with_member("other", "customer_admin").await;
+    let (own_invite, _) = mesh
+        .invite(&admin, &own, "pending@own.test", "operator")
+        .await;
+    let (other_invite, _) = mesh
+        .invite(&admin, &other, "pending@other.test", "operator")
+        .await;
+    let (status, key) = mesh
+        .post_json(
+            "/api/v1/api-keys",
+            Some(&admin),
+            &json!({ "name": "other key", "role": "operator", "tenant_id": other }),
+        )
+        .await;
+    assert_eq!(status, 201);
+    let other_key = key["api_key"]["id"].as_str().unwrap().to_owned();
+
+    let new_tenant: Body = Box::new(|| json!({ "slug": format!("t-{}", unique()), "name": "New" }));
+    let invite_to = |tenant: String| -> Body {
+        Box::new(
+            move || json!({ "email": format!("{}@x.test", unique()), "role": "operator", "tenant_id": tenant }),
+        )
+    };
+    let key_for = |tenant: String| -> Body {
+        Box::new(move || json!({ "name": unique(), "role": "operator", "tenant_id": tenant }))
+    };
+    let empty = || -> Body { Box::new(|| json!({})) };
+    let impersonate_other = json!({ "tenant_id": other, "user_id": other_user });
+
+    // (method, path, body, [anonymous, platform_admin, customer_admin, operator])
+    let matrix: Vec<(Method, String, Option<Body>, [u16; 4])> = vec![
+        (Method::GET, "/api/v1/me".into(), None, [401, 200, 200, 200]),
+        // tenants: create, list all — platform only; get — own tenant
+        (
+            Method::POST,
+            "/api/v1/tenants".into(),
+            Some(new_tenant),
+            [401, 201, 403, 403],
+        ),
+        (
+            Method::GET,
+            "/api/v1/tenants".into(),
+            None,
+            [401, 200, 403, 403],
+        ),
+        (
+            Method::GET,
+            format!("/api/v1/tenants/{own}"),
+            None,
+            [401, 200, 200, 200],
+        ),
+        (
+            Method::GET,
+            format!("/api/v1/tenants/{other}"),
+            None,
+            [401, 200, 404, 404],
+        ),
+        // invites: create, resend; list users — platform, own tenant's admins
+        (
+            Method::GET,
+            format!("/api/v1/users?tenant_id={own}"),
+            None,
+            [401, 200, 200, 403],
+        ),
+        (
+            Method::GET,
+            format!("/api/v1/users?tenant_id={other}"),
+            None,
+            [401, 200, 404, 403],
+        ),
+        (
+            Method::POST,
+            "/api/v1/invites".into(),
+            Some(invite_to(own.clone())),
+            [401, 201, 201, 403],
+        ),
+        (
+            Method::POST,
+            "/api/v1/invites".into(),
+            Some(invite_to(other.clone())),
+            [401, 201, 404, 403],
+        ),
+        (
+            Method::POST,
+            format!("/api/v1/invites/{own_invite}/resend"),
+            Some(empty()),
+            [401, 200, 200, 403],
+        ),
+        (
+            Method::POST,
+            format!("/api/v1/invites/{other_invite}/resend"),
+            Some(empty()),
+            [401, 200, 404, 403],
+        ),
+        // audit log — all for platform, own tenant for customer admins
+        (
+            Method::GET,
+            "/api/v1/audit-events".into(),
+            None,
+            [401, 200, 200, 403],
+        ),
+        (
+            Method::GET,
+            format!("/api/v1/audit-events?tenant_id={other}"),
+            None,
+            [401, 200, 404, 403],
+        ),
+        // tenant API keys — platform, own tenant's admins
+        (
+            Method::POST,
+            "/api/v1/api-keys".into(),
+            Some(key_for(own.clone())),
+            [401, 201, 201, 403],
+        ),
+        (
+            Method::POST,
+            "/api/v1/api-keys".into(),
+            Some(key_for(other.clone())),
+            [401, 201, 404, 403],
+        ),
+        (
+            Method::GET,
+            format!("/api/v1/api-keys?tenant_id={own}"),
+            None,
+            [401, 200, 200, 403],
+        ),
+        (
+            Method::DELETE,
+            format!("/api/v1/api-keys/{other_key}"),
+            None,
+            [401, 204, 404, 403],
+        ),
+    ];
+
+    let token = |who: Who| match who {
+        Who::Anonymous => None,
+        Who::PlatformAdmin => Some(admin.clone()),
+        Who::CustomerAdmin => Some(customer_admin.clone()),
+        Who::Operator => Some(operator.clone()),
+    };
+    let mut failures = Vec::new();
+    let mut check = |method: &Method, path: &str, who: Who, got: u16, want: u16| {
+        if got != want {
+            failures.push(format!("{method} {path} as {who:?}: {got}, want {want}"));
+        }
+    };
+    for (method, path, body, expected) in &matrix {
+        for (who, want) in EVERYONE.into_iter().zip(expected) {
+            let mut request = mesh.http.request(method.clone(), mesh.url(path));
+            if let Some(token) = token(who) {
+                request = request.bearer_auth(token);
+            }
+            if let Some(body) = body {
+                request = request.json(&body());
+            }
+            let got = request.send().await.unwrap().status().as_u16();
+            check(method, path, who, got, *want);
+        }
+    }
+    // Impersonation: platform admins only (run last: it is audited, not undone).
+    for (who, want) in EVERYONE.into_iter().zip([401, 201, 403, 403]) {
+        let mut request = mesh
+            .http
+            .post(mesh.url("/api/v1/impersonations"))
+            .json(&impersonate_other);
+        if let Some(token) = token(who) {
+            request = request.bearer_auth(token);
+        }
+        let got = request.send().await.unwrap().status().as_u16();
+        check(&Method::POST, "/api/v1/impersonations", who, got, want);
+    }
+    assert!(
+        failures.is_empty(),
+        "RBAC matrix mismatches:\n{}",
+        failures.join("\n")
+    );
+}
