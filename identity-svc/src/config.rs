@@ -36,6 +36,8 @@ pub struct IdentityConfig {
     pub invite_ttl: Duration,
     pub api_key_token_ttl: Duration,
     pub login_limits: LoginLimits,
+    /// Redis Stream the outbox relay publishes to.
+    pub events_stream: String,
 }
 
 impl IdentityConfig {
@@ -54,6 +56,7 @@ impl IdentityConfig {
                 window: Duration::from_secs(15 * 60),
                 namespace: "identity".to_owned(),
             },
+            events_stream: crate::outbox::DEFAULT_STREAM.to_owned(),
         }
     }
 

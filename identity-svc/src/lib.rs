@@ -6,6 +6,7 @@ pub mod audit;
 pub mod config;
 pub mod grpc;
 pub mod invites;
+pub mod outbox;
 pub mod passwords;
 pub mod secrets;
 pub mod sessions;

@@ -16,7 +16,8 @@ use mesh_kit::{
 use tokio::net::TcpListener;
 
 use crate::{
-    config::IdentityConfig, grpc::IdentityApi, sessions::Issuer, throttle::LoginThrottle, users,
+    config::IdentityConfig, grpc::IdentityApi, outbox, sessions::Issuer, throttle::LoginThrottle,
+    users,
 };
 
 pub const DEFAULT_PORT: u16 = 50051;
@@ -55,6 +56,12 @@ pub async fn serve_with(
             .await
             .map_err(|e| anyhow::anyhow!("creating the bootstrap admin: {e}"))?;
     }
+    let relay = tokio::spawn(outbox::run_relay(
+        resources.db.clone(),
+        redis.clone(),
+        config.events_stream.clone(),
+        shutdown.clone(),
+    ));
     let api = IdentityApi {
         db: resources.db.clone(),
         throttle: LoginThrottle::new(redis, config.login_limits.clone()),
@@ -75,7 +82,7 @@ pub async fn serve_with(
         db: Some(resources.db),
         redis: resources.redis,
     };
-    mesh_kit::server::serve(
+    let served = mesh_kit::server::serve(
         service,
         listener,
         config.service.keyring.verifier.clone(),
@@ -83,5 +90,7 @@ pub async fn serve_with(
         shutdown,
         config.service.drain,
     )
-    .await
+    .await;
+    relay.abort();
+    served
 }

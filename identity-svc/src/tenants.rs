@@ -10,7 +10,10 @@ use sqlx::PgPool;
 use tonic::Status;
 use uuid::Uuid;
 
-use crate::audit::{self, Actor};
+use crate::{
+    audit::{self, Actor},
+    outbox,
+};
 
 pub const MAX_PAGE_SIZE: i64 = 200;
 pub const DEFAULT_PAGE_SIZE: i64 = 50;
@@ -108,6 +111,16 @@ pub async fn create(
     let tenant = match inserted {
         Some(tenant) => {
             audit::record(&mut tx, tenant.id, actor, "tenant.created", None).await?;
+            outbox::add(
+                &mut tx,
+                outbox::TENANT_CREATED,
+                serde_json::json!({
+                    "tenant_id": tenant.id,
+                    "slug": tenant.slug,
+                    "created_at": tenant.created_at,
+                }),
+            )
+            .await?;
             tenant
         }
         // The request id was seen before: answer with that result.

@@ -191,3 +191,103 @@ async fn tenant_rows_are_visible_to_their_tenant_and_the_platform_scope_only() {
         .unwrap_err();
     assert_eq!(sqlstate(&err).as_deref(), Some("42501"));
 }
+
+/// Every tenant-scoped table of identity-svc, with an insert of one row for a
+/// tenant ($1 = tenant id, $2 = a fresh id, $3 = a user of that tenant).
+const TENANT_TABLES: &[(&str, &str)] = &[
+    (
+        "memberships",
+        "INSERT INTO memberships (user_id, tenant_id, role) VALUES ($3, $1, 'operator')",
+    ),
+    (
+        "invites",
+        "INSERT INTO invites (id, tenant_id, email, role, token_hash, expires_at, invited_by)
+         VALUES ($2, $1, $2::text || '@x.test', 'operator', decode(md5($2::text), 'hex'), now() + interval '1 day', $3)",
+    ),
+    (
+        "api_keys",
+        "INSERT INTO api_keys (id, tenant_id, name, prefix, secret_hash, role, created_by)
+         VALUES ($2, $1, 'k', 'cmk_x', decode(md5($2::text), 'hex'), 'operator', $3)",
+    ),
+    (
+        "audit_events",
+        "INSERT INTO audit_events (id, tenant_id, action, actor_user_id) VALUES ($2, $1, 'x', $3)",
+    ),
+];
+
+async fn seed_tenant_rows(pool: &PgPool, slug: &str) -> Uuid {
+    let tenant = identity_svc::tenants::create(pool, &Default::default(), slug, slug, None)
+        .await
+        .unwrap()
+        .id;
+    let user = Uuid::now_v7();
+    let mut tx = mesh_kit::db::begin_platform(pool).await.unwrap();
+    sqlx::query("INSERT INTO users (id, email, name, password_hash) VALUES ($1, $2, 'U', 'x')")
+        .bind(user)
+        .bind(format!("{slug}@x.test"))
+        .execute(&mut *tx)
+        .await
+        .unwrap();
+    sqlx::query(
+        "INSERT INTO refresh_tokens (id, user_id, token_hash, expires_at)
+         VALUES ($1, $2, decode(md5($1::text), 'hex'), now() + interval '1 day')",
+    )
+    .bind(Uuid::now_v7())
+    .bind(user)
+    .execute(&mut *tx)
+    .await
+    .unwrap();
+    for (table, insert) in TENANT_TABLES {
+        sqlx::query(sqlx::AssertSqlSafe(*insert))
+            .bind(tenant)
+            .bind(Uuid::now_v7())
+            .bind(user)
+            .execute(&mut *tx)
+            .await
+            .unwrap_or_else(|e| panic!("seeding {table}: {e}"));
+    }
+    tx.commit().await.unwrap();
+    tenant
+}
+
+#[tokio::test]
+async fn every_tenant_scoped_table_isolates_tenants() {
+    let pool = pool(1).await;
+    let a = seed_tenant_rows(&pool, "tenant-a").await;
+    let b = seed_tenant_rows(&pool, "tenant-b").await;
+    for (table, _) in TENANT_TABLES {
+        let select = format!("SELECT DISTINCT tenant_id FROM {table}");
+        for tenant in [a, b] {
+            let mut tx = begin_tenant(&pool, tenant).await.unwrap();
+            let seen: Vec<Uuid> = sqlx::query_scalar(sqlx::AssertSqlSafe(select.clone()))
+                .fetch_all(&mut *tx)
+                .await
+                .unwrap();
+            assert_eq!(seen, [tenant], "{table} as {tenant}");
+            tx.commit().await.unwrap();
+        }
+        let none: Vec<Uuid> = sqlx::query_scalar(sqlx::AssertSqlSafe(select.clone()))
+            .fetch_all(&pool)
+            .await
+            .unwrap();
+        assert!(none.is_empty(), "{table} without a tenant");
+    }
+    // Users are visible to the tenant they belong to, and to no other.
+    let mut tx = begin_tenant(&pool, a).await.unwrap();
+    let emails: Vec<String> = sqlx::query_scalar("SELECT email FROM users")
+        .fetch_all(&mut *tx)
+        .await
+        .unwrap();
+    assert_eq!(emails, ["tenant-a@x.test"]);
+    tx.commit().await.unwrap();
+    // Refresh tokens and the outbox (both seeded above) are platform-scope only.
+    for table in ["refresh_tokens", "outbox"] {
+        let mut tx = begin_tenant(&pool, a).await.unwrap();
+        let count: i64 =
+            sqlx::query_scalar(sqlx::AssertSqlSafe(format!("SELECT count(*) FROM {table}")))
+                .fetch_one(&mut *tx)
+                .await
+                .unwrap();
+        assert_eq!(count, 0, "{table} is invisible to a tenant");
+    }
+}

@@ -15,6 +15,8 @@ pub struct Mesh {
     /// Each gRPC service and its loopback URL.
     pub grpc: Vec<(ServiceId, String)>,
     pub http: reqwest::Client,
+    /// The Redis Stream identity-svc's outbox publishes to (unique per mesh).
+    pub events_stream: String,
     shutdown: Shutdown,
 }
 
@@ -183,6 +185,7 @@ pub async fn spawn_mesh() -> Mesh {
 
 pub async fn spawn_mesh_with(options: MeshOptions) -> Mesh {
     let database = testkit::fresh_database().await.unwrap();
+    let events_stream = format!("test:events:{}", uuid::Uuid::new_v4().simple());
     let shutdown = Shutdown::new();
     let mut grpc = Vec::new();
 
@@ -210,8 +213,9 @@ pub async fn spawn_mesh_with(options: MeshOptions) -> Mesh {
         config.invite_ttl = options.invite_ttl;
         config.login_limits.per_account = options.failed_logins_per_account;
         config.login_limits.per_address = options.failed_logins_per_address;
-        // Tests share one Redis: each mesh counts failed logins on its own.
+        // Tests share one Redis: each mesh counts failed logins and streams events on its own.
         config.login_limits.namespace = format!("test-{}", uuid::Uuid::new_v4().simple());
+        config.events_stream = events_stream.clone();
         let (listener, addr) = loopback().await;
         let stop = shutdown.clone();
         tokio::spawn(async move {
@@ -255,6 +259,7 @@ pub async fn spawn_mesh_with(options: MeshOptions) -> Mesh {
         gateway: format!("http://{addr}"),
         grpc,
         http: reqwest::Client::new(),
+        events_stream,
         shutdown,
     };
     let ready = mesh.url("/readyz");

@@ -522,3 +522,77 @@ async fn nothing_of_another_tenant_is_readable_or_changeable() {
         .await;
     assert_eq!(status, 404);
 }
+
+#[tokio::test]
+async fn grpc_callers_of_one_tenant_cannot_touch_another() {
+    use crewmesh_proto::identity::v1::{
+        CreateApiKeyRequest, CreateInviteRequest, GetTenantRequest, ListApiKeysRequest,
+        ListAuditEventsRequest, ListUsersRequest, Role as ProtoRole,
+        identity_service_client::IdentityServiceClient,
+    };
+    let mesh = spawn_mesh().await;
+    let (_, acme_admin, _) = mesh.tenant_with_member("acme", "customer_admin").await;
+    let (globex, _, _) = mesh.tenant_with_member("globex", "customer_admin").await;
+    let channel = mesh_kit::client::lazy_channel(mesh.grpc_url(ServiceId::Identity)).unwrap();
+    let mut identity = IdentityServiceClient::new(channel);
+    let call = CallContext::new(acme_admin, None);
+    let not_found = |result: Result<(), tonic::Status>| match result {
+        Err(status) => ErrorCode::of_status(&status) == ErrorCode::NotFound,
+        Ok(()) => false,
+    };
+    let tenant_id = globex.clone();
+    assert!(not_found(
+        identity
+            .get_tenant(call.request(GetTenantRequest {
+                id: tenant_id.clone()
+            }))
+            .await
+            .map(drop)
+    ));
+    assert!(not_found(
+        identity
+            .list_users(call.request(ListUsersRequest {
+                tenant_id: tenant_id.clone(),
+                ..Default::default()
+            }))
+            .await
+            .map(drop)
+    ));
+    assert!(not_found(
+        identity
+            .create_invite(call.request(CreateInviteRequest {
+                tenant_id: tenant_id.clone(),
+                email: "x@globex.test".into(),
+                role: ProtoRole::Operator.into(),
+            }))
+            .await
+            .map(drop)
+    ));
+    assert!(not_found(
+        identity
+            .create_api_key(call.request(CreateApiKeyRequest {
+                tenant_id: tenant_id.clone(),
+                name: "k".into(),
+                role: ProtoRole::Operator.into(),
+            }))
+            .await
+            .map(drop)
+    ));
+    assert!(not_found(
+        identity
+            .list_api_keys(call.request(ListApiKeysRequest {
+                tenant_id: tenant_id.clone()
+            }))
+            .await
+            .map(drop)
+    ));
+    assert!(not_found(
+        identity
+            .list_audit_events(call.request(ListAuditEventsRequest {
+                tenant_id,
+                ..Default::default()
+            }))
+            .await
+            .map(drop)
+    ));
+}

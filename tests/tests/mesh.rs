@@ -147,14 +147,52 @@ async fn the_edge_documents_itself_and_answers_unknown_routes_in_json() {
     let mesh = spawn_mesh().await;
     let (_, doc) = mesh.get_json("/api/v1/openapi.json", None).await;
     assert_eq!(doc["info"]["title"], "Crewmesh API");
-    for path in [
-        "/api/v1/me",
-        "/api/v1/tenants",
-        "/api/v1/tenants/{id}",
-        "/healthz",
-        "/readyz",
-    ] {
-        assert!(doc["paths"][path].is_object(), "OpenAPI lacks {path}");
+    let operations = [
+        ("get", "/api/v1/me"),
+        ("post", "/api/v1/tenants"),
+        ("get", "/api/v1/tenants"),
+        ("get", "/api/v1/tenants/{id}"),
+        ("post", "/api/v1/auth/login"),
+        ("post", "/api/v1/auth/refresh"),
+        ("get", "/api/v1/users"),
+        ("post", "/api/v1/invites"),
+        ("post", "/api/v1/invites/{id}/resend"),
+        ("post", "/api/v1/invites/accept"),
+        ("post", "/api/v1/impersonations"),
+        ("get", "/api/v1/audit-events"),
+        ("post", "/api/v1/api-keys"),
+        ("get", "/api/v1/api-keys"),
+        ("delete", "/api/v1/api-keys/{id}"),
+        ("get", "/healthz"),
+        ("get", "/readyz"),
+    ];
+    let documented = doc["paths"]
+        .as_object()
+        .unwrap()
+        .values()
+        .map(|item| item.as_object().unwrap().len())
+        .sum::<usize>();
+    assert_eq!(
+        documented,
+        operations.len(),
+        "every route is listed, and only those"
+    );
+    for (method, path) in operations {
+        let op = &doc["paths"][path][method];
+        assert!(op.is_object(), "OpenAPI lacks {method} {path}");
+        // Every operation documents a success with a body shape (204 has none).
+        let responses = op["responses"].as_object().unwrap();
+        assert!(
+            responses.iter().any(|(code, r)| code.starts_with('2')
+                && (code == "204" || r["content"]["application/json"]["schema"].is_object())),
+            "{method} {path} documents no success shape"
+        );
+        if method == "post" && !path.ends_with("/resend") {
+            assert!(
+                op["requestBody"]["content"]["application/json"]["schema"].is_object(),
+                "{method} {path} documents no request shape"
+            );
+        }
     }
     assert!(doc["components"]["securitySchemes"]["bearer"].is_object());
 

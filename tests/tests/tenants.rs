@@ -144,3 +144,38 @@ async fn identity_svc_enforces_the_role_itself() {
         .unwrap_err();
     assert_eq!(ErrorCode::of_status(&status), ErrorCode::PermissionDenied);
 }
+
+#[tokio::test]
+async fn a_new_tenant_is_announced_on_the_event_stream_for_billing() {
+    let mesh = spawn_mesh().await;
+    let id = created_id(&mesh, "acme").await;
+    let client = redis::Client::open(testkit::redis_url()).unwrap();
+    let redis = client.get_multiplexed_async_connection().await.unwrap();
+    let stream = mesh.events_stream.clone();
+    let entry: Vec<(String, Vec<(String, String)>)> = testkit::eventually(
+        std::time::Duration::from_secs(10),
+        "the tenant.created event",
+        || {
+            let (mut redis, stream) = (redis.clone(), stream.clone());
+            async move {
+                let entries: Vec<(String, Vec<(String, String)>)> = redis::cmd("XRANGE")
+                    .arg(&stream)
+                    .arg("-")
+                    .arg("+")
+                    .query_async(&mut redis)
+                    .await
+                    .ok()?;
+                (!entries.is_empty()).then_some(entries)
+            }
+        },
+    )
+    .await
+    .unwrap();
+    assert_eq!(entry.len(), 1, "one event per tenant");
+    let fields: std::collections::HashMap<_, _> = entry[0].1.iter().cloned().collect();
+    assert_eq!(fields["topic"], "tenant.created");
+    let payload: Value = serde_json::from_str(&fields["payload"]).unwrap();
+    assert_eq!(payload["tenant_id"], id.as_str());
+    assert_eq!(payload["slug"], "acme");
+    assert!(!fields["id"].is_empty());
+}
