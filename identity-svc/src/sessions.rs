@@ -102,6 +102,24 @@ impl Issuer {
         Ok(self.signer.sign_user(&claims, ttl)?)
     }
 
+    /// A new session for `user`: the refresh token is stored in `tx`, which
+    /// commits before the tokens are handed out.
+    async fn session(
+        &self,
+        mut tx: sqlx::Transaction<'static, sqlx::Postgres>,
+        user: User,
+    ) -> Result<Tokens, SessionError> {
+        let refresh = self.refresh_token(&mut tx, user.id).await?;
+        tx.commit().await?;
+        let (access_token, access_expires_at) = self.access(&user, None, None, self.access_ttl)?;
+        Ok(Tokens {
+            access_token,
+            access_expires_at,
+            refresh_token: Some(refresh),
+            user,
+        })
+    }
+
     async fn refresh_token(
         &self,
         conn: &mut PgConnection,
@@ -150,15 +168,7 @@ pub async fn login(
         return Err(SessionError::BadCredentials);
     };
     throttle.succeeded(&email).await?;
-    let refresh = issuer.refresh_token(&mut tx, user.id).await?;
-    tx.commit().await?;
-    let (access_token, access_expires_at) = issuer.access(&user, None, None, issuer.access_ttl)?;
-    Ok(Tokens {
-        access_token,
-        access_expires_at,
-        refresh_token: Some(refresh),
-        user,
-    })
+    issuer.session(tx, user).await
 }
 
 /// Exchanges a refresh token for new tokens, with the user's current role.
@@ -205,15 +215,7 @@ pub async fn refresh(
         .await?
         .and_then(users::UserRow::into_user)
         .ok_or(SessionError::BadRefreshToken)?;
-    let refresh = issuer.refresh_token(&mut tx, user.id).await?;
-    tx.commit().await?;
-    let (access_token, access_expires_at) = issuer.access(&user, None, None, issuer.access_ttl)?;
-    Ok(Tokens {
-        access_token,
-        access_expires_at,
-        refresh_token: Some(refresh),
-        user,
-    })
+    issuer.session(tx, user).await
 }
 
 /// A platform admin starts acting as a tenant user: an access token naming

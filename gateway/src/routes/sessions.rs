@@ -60,6 +60,19 @@ pub struct Session {
     pub user: Option<User>,
 }
 
+impl Session {
+    /// A session with an access token alone.
+    pub fn new(access_token: String, expires_at: Option<prost_types::Timestamp>) -> Session {
+        Session {
+            access_token,
+            token_type: "Bearer",
+            expires_at: rfc3339(expires_at),
+            refresh_token: None,
+            user: None,
+        }
+    }
+}
+
 /// Log in with email and password.
 #[utoipa::path(
     post, path = "/api/v1/auth/login", tag = "auth",
@@ -89,13 +102,10 @@ pub async fn login(
         .await
         .map_err(|s| meta.error(&s))?
         .into_inner();
-    Ok(Json(Session {
-        access_token: session.access_token,
-        token_type: "Bearer",
-        expires_at: rfc3339(session.access_expires_at),
-        refresh_token: non_empty(session.refresh_token),
-        user: session.user.map(User::from),
-    }))
+    let mut out = Session::new(session.access_token, session.access_expires_at);
+    out.refresh_token = non_empty(session.refresh_token);
+    out.user = session.user.map(User::from);
+    Ok(Json(out))
 }
 
 /// Exchange a refresh token for a new access token and refresh token.
@@ -121,11 +131,7 @@ pub async fn refresh(
         .await
         .map_err(|s| meta.error(&s))?
         .into_inner();
-    Ok(Json(Session {
-        access_token: session.access_token,
-        token_type: "Bearer",
-        expires_at: rfc3339(session.access_expires_at),
-        refresh_token: non_empty(session.refresh_token),
-        user: None,
-    }))
+    let mut out = Session::new(session.access_token, session.access_expires_at);
+    out.refresh_token = non_empty(session.refresh_token);
+    Ok(Json(out))
 }

@@ -256,12 +256,9 @@ pub async fn start_impersonation(
         .into_inner();
     Ok((
         StatusCode::CREATED,
-        Json(Session {
-            access_token: started.access_token,
-            token_type: "Bearer",
-            expires_at: rfc3339(started.access_expires_at),
-            refresh_token: None,
-            user: None,
-        }),
+        Json(Session::new(
+            started.access_token,
+            started.access_expires_at,
+        )),
     ))
 }
