@@ -125,7 +125,7 @@ impl Key {
     ) -> Result<(Vec<u8>, u64), KeyringError> {
         let bytes = B64.decode(token).map_err(|_| KeyringError::InvalidToken)?;
         if bytes.len() < HEADER_LEN + 16 + MAC_LEN
-            || (bytes.len() - HEADER_LEN - MAC_LEN) % 16 != 0
+            || !(bytes.len() - HEADER_LEN - MAC_LEN).is_multiple_of(16)
             || bytes[0] != VERSION
         {
             return Err(KeyringError::InvalidToken);
