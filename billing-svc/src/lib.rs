@@ -1,4 +1,8 @@
-//! billing-svc: Stripe subscriptions, the tenant plan and agent quota, encrypted LLM keys, usage metering and budgets.
+//! billing-svc: Stripe subscriptions, the tenant plan and agent quota,
+//! encrypted LLM keys, usage metering and budgets.
 
+pub mod config;
 pub mod grpc;
+pub mod llm_keys;
+pub mod rotation;
 pub mod startup;

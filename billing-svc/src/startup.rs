@@ -14,7 +14,7 @@ use mesh_kit::{
 };
 use tokio::net::TcpListener;
 
-use crate::grpc::BillingApi;
+use crate::{config::BillingConfig, grpc::BillingApi};
 
 pub const DEFAULT_PORT: u16 = 50054;
 pub const ADDR_ENV: &str = "CREWMESH_BILLING_ADDR";
@@ -28,15 +28,35 @@ pub static STORAGE: Storage = Storage {
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
 
+/// The binary's and the launcher's entry: settings from the environment.
 pub async fn serve(
     config: ServiceConfig,
     listener: TcpListener,
     shutdown: Shutdown,
 ) -> anyhow::Result<()> {
-    mesh_kit::service::serve_with_storage(config, listener, shutdown, STORAGE, |_, _resources| {
-        GrpcService::new(FILE_DESCRIPTOR_SET)
-            .with(BillingServiceServer::new(BillingApi))
-            .with(BillingInternalServiceServer::new(BillingApi))
-    })
+    serve_with(BillingConfig::from_env(config)?, listener, shutdown).await
+}
+
+pub async fn serve_with(
+    config: BillingConfig,
+    listener: TcpListener,
+    shutdown: Shutdown,
+) -> anyhow::Result<()> {
+    let keyring = config.keyring.clone();
+    mesh_kit::service::serve_with_storage(
+        config.service,
+        listener,
+        shutdown,
+        STORAGE,
+        |_, resources| {
+            let api = BillingApi {
+                db: resources.db,
+                keyring,
+            };
+            GrpcService::new(FILE_DESCRIPTOR_SET)
+                .with(BillingServiceServer::new(api.clone()))
+                .with(BillingInternalServiceServer::new(api))
+        },
+    )
     .await
 }

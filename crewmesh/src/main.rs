@@ -37,8 +37,16 @@ enum Command {
         #[arg(long, default_value_t = 60)]
         ready_timeout: u64,
     },
-    /// Generate the Ed25519 token keys of every service, as environment lines.
+    /// Generate the Ed25519 token keys of every service and a Fernet key for
+    /// secrets at rest, as environment lines.
     Keygen,
+    /// Re-encrypt every stored secret under the newest key of
+    /// CREWMESH_ENCRYPTION_KEYS. Safe to interrupt and run again.
+    RotateKeys {
+        /// Rows per transaction.
+        #[arg(long, default_value_t = 500)]
+        batch: i64,
+    },
 }
 
 #[tokio::main]
@@ -47,6 +55,7 @@ async fn main() -> anyhow::Result<()> {
     match cli.command {
         Command::Up { ready_timeout } => up(Duration::from_secs(ready_timeout)).await,
         Command::Keygen => keygen(),
+        Command::RotateKeys { batch } => rotate_keys(batch).await,
     }
 }
 
@@ -228,5 +237,36 @@ fn keygen() -> anyhow::Result<()> {
         );
     }
     println!("{PUBLIC_KEYS_ENV}={}", public.join(","));
+    println!(
+        "# Secrets at rest, newest first; to rotate, prepend a new key, run `crewmesh rotate-keys`, then drop the old one.\nCREWMESH_ENCRYPTION_KEYS={}",
+        keyring::Key::generate()?
+    );
+    Ok(())
+}
+
+#[allow(clippy::print_stdout)]
+async fn rotate_keys(batch: i64) -> anyhow::Result<()> {
+    if batch < 1 {
+        bail!("--batch must be at least 1");
+    }
+    let environment = Environment::from_env()?;
+    mesh_kit::telemetry::init(environment);
+    let config = ServiceConfig::from_env(ServiceId::Billing)?;
+    let keyring = billing_svc::config::keyring_from_env(environment)?;
+    let resources = mesh_kit::service::connect(&config, &billing_svc::startup::STORAGE).await?;
+    println!("re-encrypting LLM keys under the newest key…");
+    let done = billing_svc::rotation::rotate_llm_keys(&resources.db, &keyring, batch, |p| {
+        println!(
+            "  llm_keys: {}/{} scanned, {} re-encrypted",
+            p.scanned, p.total, p.rotated
+        );
+    })
+    .await?;
+    println!(
+        "done: {} of {} LLM keys re-encrypted ({} were already current). The old key can be removed now.",
+        done.rotated,
+        done.total,
+        done.scanned - done.rotated
+    );
     Ok(())
 }

@@ -2,7 +2,10 @@
 
 use anyhow::Context as _;
 use axum::{Router, http::HeaderName};
-use crewmesh_proto::identity::v1::identity_service_client::IdentityServiceClient;
+use crewmesh_proto::{
+    billing::v1::billing_service_client::BillingServiceClient,
+    identity::v1::identity_service_client::IdentityServiceClient,
+};
 use mesh_kit::{
     ErrorCode, ServiceId, Shutdown, auth::TokenVerifier, client::lazy_channel, config::var,
     service::ServiceConfig,
@@ -21,7 +24,7 @@ use crate::{
     auth::ApiKeyExchange,
     error::{ApiError, REQUEST_ID_HEADER, request_id},
     openapi::ApiDoc,
-    routes::{api_keys, audit, health, me, sessions, tenants, users},
+    routes::{api_keys, audit, health, llm_keys, me, sessions, tenants, users},
 };
 
 pub const DEFAULT_PORT: u16 = 8080;
@@ -80,6 +83,7 @@ impl Config {
 pub struct AppState {
     pub verifier: TokenVerifier,
     pub identity: IdentityServiceClient<Channel>,
+    pub billing: BillingServiceClient<Channel>,
     pub api_keys: ApiKeyExchange,
     pub trust_forwarded_for: bool,
     /// Every service the edge depends on, for readiness.
@@ -90,11 +94,12 @@ impl AppState {
     pub fn new(config: &Config) -> anyhow::Result<AppState> {
         let u = &config.upstreams;
         let identity = lazy_channel(&u.identity)?;
+        let billing = lazy_channel(&u.billing)?;
         let upstreams = vec![
             ("identity-svc", identity.clone()),
             ("agent-svc", lazy_channel(&u.agent)?),
             ("llm-svc", lazy_channel(&u.llm)?),
-            ("billing-svc", lazy_channel(&u.billing)?),
+            ("billing-svc", billing.clone()),
             ("media-svc", lazy_channel(&u.media)?),
         ];
         Ok(AppState {
@@ -102,6 +107,7 @@ impl AppState {
             api_keys: ApiKeyExchange::new(identity.clone(), config.service.keyring.signer.clone()),
             trust_forwarded_for: config.trust_forwarded_for,
             identity: IdentityServiceClient::new(identity),
+            billing: BillingServiceClient::new(billing),
             upstreams,
         })
     }
@@ -125,6 +131,8 @@ pub fn api() -> (Router<AppState>, utoipa::openapi::OpenApi) {
         .routes(routes!(audit::list_audit_events))
         .routes(routes!(api_keys::create_api_key, api_keys::list_api_keys))
         .routes(routes!(api_keys::revoke_api_key))
+        .routes(routes!(llm_keys::create_llm_key, llm_keys::list_llm_keys))
+        .routes(routes!(llm_keys::delete_llm_key))
         .split_for_parts()
 }
 

@@ -163,6 +163,9 @@ async fn the_edge_documents_itself_and_answers_unknown_routes_in_json() {
         ("post", "/api/v1/api-keys"),
         ("get", "/api/v1/api-keys"),
         ("delete", "/api/v1/api-keys/{id}"),
+        ("post", "/api/v1/llm-keys"),
+        ("get", "/api/v1/llm-keys"),
+        ("delete", "/api/v1/llm-keys/{id}"),
         ("get", "/healthz"),
         ("get", "/readyz"),
     ];

@@ -61,6 +61,15 @@ async fn rbac_matrix() {
         .await;
     assert_eq!(status, 201);
     let other_key = key["api_key"]["id"].as_str().unwrap().to_owned();
+    let (status, llm_key) = mesh
+        .post_json(
+            "/api/v1/llm-keys",
+            Some(&admin),
+            &json!({ "provider": "openai", "api_key": "sk-other", "tenant_id": other }),
+        )
+        .await;
+    assert_eq!(status, 201, "{llm_key}");
+    let other_llm_key = llm_key["id"].as_str().unwrap().to_owned();
 
     let new_tenant: Body = Box::new(|| json!({ "slug": format!("t-{}", unique()), "name": "New" }));
     let invite_to = |tenant: String| -> Body {
@@ -72,6 +81,13 @@ async fn rbac_matrix() {
         Box::new(move || json!({ "name": unique(), "role": "operator", "tenant_id": tenant }))
     };
     let empty = || -> Body { Box::new(|| json!({})) };
+    // One key per provider and tenant, so each create names a new provider.
+    let llm_key_for = |tenant: String| -> Body {
+        Box::new(move || {
+            let provider = format!("p{}", &unique()[..12]);
+            json!({ "provider": provider, "api_key": "sk-x", "tenant_id": tenant })
+        })
+    };
     let impersonate_other = json!({ "tenant_id": other, "user_id": other_user });
 
     // (method, path, body, [anonymous, platform_admin, customer_admin, operator])

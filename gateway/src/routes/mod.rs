@@ -4,6 +4,7 @@
 pub mod api_keys;
 pub mod audit;
 pub mod health;
+pub mod llm_keys;
 pub mod me;
 pub mod sessions;
 pub mod tenants;
