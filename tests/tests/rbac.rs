@@ -193,6 +193,38 @@ async fn rbac_matrix() {
             None,
             [401, 204, 404, 403],
         ),
+        // LLM keys: list, create, delete — platform, own tenant's admins
+        (
+            Method::POST,
+            "/api/v1/llm-keys".into(),
+            Some(llm_key_for(own.clone())),
+            [401, 201, 201, 403],
+        ),
+        (
+            Method::POST,
+            "/api/v1/llm-keys".into(),
+            Some(llm_key_for(other.clone())),
+            [401, 201, 404, 403],
+        ),
+        (
+            Method::GET,
+            format!("/api/v1/llm-keys?tenant_id={own}"),
+            None,
+            [401, 200, 200, 403],
+        ),
+        (
+            Method::GET,
+            format!("/api/v1/llm-keys?tenant_id={other}"),
+            None,
+            [401, 200, 404, 403],
+        ),
+        // Deleted by the platform admin first: later callers see 404 or 403.
+        (
+            Method::DELETE,
+            format!("/api/v1/llm-keys/{other_llm_key}"),
+            None,
+            [401, 204, 404, 403],
+        ),
     ];
 
     let token = |who: Who| match who {
