@@ -19,6 +19,10 @@ pub const DEVELOPMENT_ENCRYPTION_KEY: &str = "Y3Jld21lc2gtZGV2ZWxvcG1lbnQta2V5LW
 pub struct BillingConfig {
     pub service: ServiceConfig,
     pub keyring: Arc<Keyring>,
+    /// identity-svc's event stream (`tenant.created`).
+    pub events_stream: String,
+    /// This replica's name in the consumer group: the pod name in Kubernetes.
+    pub consumer_name: String,
 }
 
 /// The platform keyring from `CREWMESH_ENCRYPTION_KEYS` (newest first).
@@ -38,6 +42,14 @@ impl BillingConfig {
         Ok(BillingConfig {
             service,
             keyring: Arc::new(keyring),
+            events_stream: crate::events::DEFAULT_STREAM.to_owned(),
+            consumer_name: consumer_name(),
         })
     }
+}
+
+/// `HOSTNAME` (the pod name under Kubernetes), else a random name.
+pub fn consumer_name() -> String {
+    mesh_kit::config::var("HOSTNAME")
+        .unwrap_or_else(|| format!("billing-{}", uuid::Uuid::new_v4().simple()))
 }

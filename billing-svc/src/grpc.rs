@@ -6,9 +6,12 @@
 use std::sync::Arc;
 
 use crewmesh_proto::billing::v1::{
-    CreateLlmKeyRequest, CreateLlmKeyResponse, DeleteLlmKeyRequest, DeleteLlmKeyResponse,
-    GetLlmKeySecretRequest, GetLlmKeySecretResponse, ListLlmKeysRequest, ListLlmKeysResponse,
-    LlmKey as ProtoLlmKey, billing_internal_service_server::BillingInternalService,
+    CheckAgentQuotaRequest, CheckAgentQuotaResponse, CreateLlmKeyRequest, CreateLlmKeyResponse,
+    DeleteLlmKeyRequest, DeleteLlmKeyResponse, GetLlmKeySecretRequest, GetLlmKeySecretResponse,
+    GetSubscriptionRequest, GetSubscriptionResponse, HandleStripeEventRequest,
+    HandleStripeEventResponse, ListLlmKeysRequest, ListLlmKeysResponse, LlmKey as ProtoLlmKey,
+    RegisterTenantRequest, RegisterTenantResponse, Subscription,
+    billing_internal_service_server::BillingInternalService,
     billing_service_server::BillingService,
 };
 use keyring::Keyring;
@@ -17,7 +20,10 @@ use sqlx::PgPool;
 use tonic::{Request, Response, Status};
 use uuid::Uuid;
 
-use crate::llm_keys::{self, LlmKey};
+use crate::{
+    llm_keys::{self, LlmKey},
+    subscriptions::{self, Outcome, TenantBilling},
+};
 
 /// Roles that manage a tenant's keys and billing: platform staff and its customer admins.
 const ADMINS: &[Role] = &[Role::PlatformAdmin, Role::CustomerAdmin];
@@ -62,8 +68,31 @@ fn proto_key(key: LlmKey) -> ProtoLlmKey {
     }
 }
 
+fn proto_subscription(state: TenantBilling) -> Subscription {
+    Subscription {
+        tenant_id: state.tenant_id.to_string(),
+        stripe_customer_id: state.stripe_customer_id.unwrap_or_default(),
+        status: state.subscription_status,
+        plan: state.plan,
+        agent_quota: state.agent_quota,
+        trial_ends_at: state.trial_ends_at.map(timestamp),
+    }
+}
+
 #[tonic::async_trait]
 impl BillingService for BillingApi {
+    async fn get_subscription(
+        &self,
+        request: Request<GetSubscriptionRequest>,
+    ) -> Result<Response<GetSubscriptionResponse>, Status> {
+        let user = caller(&request)?.require_role(ADMINS)?;
+        let tenant = tenant(user, &request.get_ref().tenant_id)?;
+        let state = subscriptions::get(&self.db, tenant).await?;
+        Ok(Response::new(GetSubscriptionResponse {
+            subscription: Some(proto_subscription(state)),
+        }))
+    }
+
     async fn list_llm_keys(
         &self,
         request: Request<ListLlmKeysRequest>,
@@ -116,6 +145,48 @@ impl BillingService for BillingApi {
 
 #[tonic::async_trait]
 impl BillingInternalService for BillingApi {
+    async fn register_tenant(
+        &self,
+        request: Request<RegisterTenantRequest>,
+    ) -> Result<Response<RegisterTenantResponse>, Status> {
+        caller(&request)?.require_service(&[ServiceId::Identity])?;
+        let tenant = parse_id("tenant_id", &request.get_ref().tenant_id)?;
+        subscriptions::get(&self.db, tenant).await?;
+        Ok(Response::new(RegisterTenantResponse {}))
+    }
+
+    async fn check_agent_quota(
+        &self,
+        request: Request<CheckAgentQuotaRequest>,
+    ) -> Result<Response<CheckAgentQuotaResponse>, Status> {
+        caller(&request)?.require_service(&[ServiceId::Agent])?;
+        let req = request.get_ref();
+        let tenant = parse_id("tenant_id", &req.tenant_id)?;
+        if req.current_agents < 0 {
+            return Err(invalid_field("current_agents", "must not be negative"));
+        }
+        let state = subscriptions::get(&self.db, tenant).await?;
+        let decision = subscriptions::decide(&state, req.current_agents, chrono::Utc::now());
+        Ok(Response::new(CheckAgentQuotaResponse {
+            allowed: decision.allowed,
+            agent_quota: decision.agent_quota,
+            reason: decision.reason.unwrap_or_default(),
+        }))
+    }
+
+    async fn handle_stripe_event(
+        &self,
+        request: Request<HandleStripeEventRequest>,
+    ) -> Result<Response<HandleStripeEventResponse>, Status> {
+        // The gateway verified the signature on the raw body; only it may hand events over.
+        caller(&request)?.require_service(&[ServiceId::Gateway])?;
+        let outcome =
+            subscriptions::handle_stripe_event(&self.db, &request.get_ref().payload).await?;
+        Ok(Response::new(HandleStripeEventResponse {
+            duplicate: outcome == Outcome::Duplicate,
+        }))
+    }
+
     async fn get_llm_key_secret(
         &self,
         request: Request<GetLlmKeySecretRequest>,

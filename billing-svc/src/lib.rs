@@ -2,7 +2,10 @@
 //! encrypted LLM keys, usage metering and budgets.
 
 pub mod config;
+pub mod events;
 pub mod grpc;
 pub mod llm_keys;
+pub mod plans;
 pub mod rotation;
 pub mod startup;
+pub mod subscriptions;

@@ -1,5 +1,6 @@
 //! Builds billing-svc from its configuration and an already-bound listener.
 
+use anyhow::Context as _;
 use crewmesh_proto::{
     FILE_DESCRIPTOR_SET,
     billing::v1::{
@@ -9,12 +10,13 @@ use crewmesh_proto::{
 };
 use mesh_kit::{
     Shutdown,
-    server::GrpcService,
-    service::{ServiceConfig, Storage},
+    server::{Dependencies, GrpcService},
+    service::{ServiceConfig, Storage, connect},
 };
+use secrecy::ExposeSecret as _;
 use tokio::net::TcpListener;
 
-use crate::{config::BillingConfig, grpc::BillingApi};
+use crate::{config::BillingConfig, events, grpc::BillingApi};
 
 pub const DEFAULT_PORT: u16 = 50054;
 pub const ADDR_ENV: &str = "CREWMESH_BILLING_ADDR";
@@ -42,21 +44,36 @@ pub async fn serve_with(
     listener: TcpListener,
     shutdown: Shutdown,
 ) -> anyhow::Result<()> {
-    let keyring = config.keyring.clone();
-    mesh_kit::service::serve_with_storage(
-        config.service,
+    let resources = connect(&config.service, &STORAGE).await?;
+    let client = redis::Client::open(config.service.common.redis_url.expose_secret())
+        .context("REDIS_URL is not a valid Redis URL")?;
+    let consumer = tokio::spawn(events::run(
+        resources.db.clone(),
+        client,
+        config.events_stream.clone(),
+        config.consumer_name.clone(),
+        shutdown.clone(),
+    ));
+    let api = BillingApi {
+        db: resources.db.clone(),
+        keyring: config.keyring.clone(),
+    };
+    let service = GrpcService::new(FILE_DESCRIPTOR_SET)
+        .with(BillingServiceServer::new(api.clone()))
+        .with(BillingInternalServiceServer::new(api));
+    let dependencies = Dependencies {
+        db: Some(resources.db),
+        redis: resources.redis,
+    };
+    let served = mesh_kit::server::serve(
+        service,
         listener,
+        config.service.keyring.verifier.clone(),
+        dependencies,
         shutdown,
-        STORAGE,
-        |_, resources| {
-            let api = BillingApi {
-                db: resources.db,
-                keyring,
-            };
-            GrpcService::new(FILE_DESCRIPTOR_SET)
-                .with(BillingServiceServer::new(api.clone()))
-                .with(BillingInternalServiceServer::new(api))
-        },
+        config.service.drain,
     )
-    .await
+    .await;
+    consumer.abort();
+    served
 }

@@ -117,3 +117,45 @@ async fn llm_keys_are_isolated_per_tenant_by_rls() {
         .unwrap();
     assert_eq!(none, 0, "no tenant set, no rows");
 }
+
+#[tokio::test]
+async fn tenant_created_events_open_the_trial_from_the_tenant_creation_time() {
+    let (db, _) = pool().await;
+    let client = redis::Client::open(testkit::redis_url()).unwrap();
+    let mut redis = client.get_multiplexed_async_connection().await.unwrap();
+    let stream = format!("test:events:{}", Uuid::new_v4().simple());
+    let tenant = Uuid::now_v7();
+    let payload = serde_json::json!({ "tenant_id": tenant, "slug": "acme", "created_at": "2026-01-01T00:00:00Z" });
+    let _: String = redis::cmd("XADD")
+        .arg(&stream)
+        .arg("*")
+        .arg("id")
+        .arg("e1")
+        .arg("topic")
+        .arg("tenant.created")
+        .arg("payload")
+        .arg(payload.to_string())
+        .query_async(&mut redis)
+        .await
+        .unwrap();
+
+    billing_svc::events::ensure_group(&mut redis, &stream)
+        .await
+        .unwrap();
+    let read = billing_svc::events::consume_once(&db, &mut redis, &stream, "c1", ">")
+        .await
+        .unwrap();
+    assert_eq!(read, 1);
+    let state = billing_svc::subscriptions::get(&db, tenant).await.unwrap();
+    assert_eq!(state.subscription_status, "trialing");
+    assert_eq!(
+        state.trial_ends_at.unwrap().to_rfc3339(),
+        "2026-01-15T00:00:00+00:00"
+    );
+
+    // Acknowledged: nothing is pending for the consumer after a restart.
+    let pending = billing_svc::events::consume_once(&db, &mut redis, &stream, "c1", "0")
+        .await
+        .unwrap();
+    assert_eq!(pending, 0);
+}

@@ -3,13 +3,20 @@
 use anyhow::Context as _;
 use axum::{Router, http::HeaderName};
 use crewmesh_proto::{
-    billing::v1::billing_service_client::BillingServiceClient,
+    billing::v1::{
+        billing_internal_service_client::BillingInternalServiceClient,
+        billing_service_client::BillingServiceClient,
+    },
     identity::v1::identity_service_client::IdentityServiceClient,
 };
 use mesh_kit::{
-    ErrorCode, ServiceId, Shutdown, auth::TokenVerifier, client::lazy_channel, config::var,
+    ErrorCode, ServiceId, Shutdown,
+    auth::{TokenSigner, TokenVerifier},
+    client::lazy_channel,
+    config::var,
     service::ServiceConfig,
 };
+use secrecy::SecretString;
 use tokio::net::TcpListener;
 use tonic::transport::Channel;
 use tower_http::{
@@ -24,7 +31,7 @@ use crate::{
     auth::ApiKeyExchange,
     error::{ApiError, REQUEST_ID_HEADER, request_id},
     openapi::ApiDoc,
-    routes::{api_keys, audit, health, llm_keys, me, sessions, tenants, users},
+    routes::{api_keys, audit, billing, health, llm_keys, me, sessions, tenants, users},
 };
 
 pub const DEFAULT_PORT: u16 = 8080;
@@ -63,6 +70,8 @@ pub struct Config {
     /// `CREWMESH_TRUST_FORWARDED_FOR`: take the client address from the last
     /// `X-Forwarded-For` hop (set it only behind a proxy that writes that header).
     pub trust_forwarded_for: bool,
+    /// `STRIPE_WEBHOOK_SECRET` (`whsec_…`); without it the Stripe webhook answers 503.
+    pub stripe_webhook_secret: Option<SecretString>,
 }
 
 impl Config {
@@ -74,6 +83,7 @@ impl Config {
                 "CREWMESH_TRUST_FORWARDED_FOR",
                 false,
             )?,
+            stripe_webhook_secret: mesh_kit::config::secret_var("STRIPE_WEBHOOK_SECRET"),
         })
     }
 }
@@ -84,6 +94,10 @@ pub struct AppState {
     pub verifier: TokenVerifier,
     pub identity: IdentityServiceClient<Channel>,
     pub billing: BillingServiceClient<Channel>,
+    pub billing_internal: BillingInternalServiceClient<Channel>,
+    /// The gateway's own service identity, for internal RPCs.
+    pub signer: TokenSigner,
+    pub stripe_webhook_secret: Option<SecretString>,
     pub api_keys: ApiKeyExchange,
     pub trust_forwarded_for: bool,
     /// Every service the edge depends on, for readiness.
@@ -107,7 +121,10 @@ impl AppState {
             api_keys: ApiKeyExchange::new(identity.clone(), config.service.keyring.signer.clone()),
             trust_forwarded_for: config.trust_forwarded_for,
             identity: IdentityServiceClient::new(identity),
-            billing: BillingServiceClient::new(billing),
+            billing: BillingServiceClient::new(billing.clone()),
+            billing_internal: BillingInternalServiceClient::new(billing),
+            signer: config.service.keyring.signer.clone(),
+            stripe_webhook_secret: config.stripe_webhook_secret.clone(),
             upstreams,
         })
     }
@@ -133,6 +150,8 @@ pub fn api() -> (Router<AppState>, utoipa::openapi::OpenApi) {
         .routes(routes!(api_keys::revoke_api_key))
         .routes(routes!(llm_keys::create_llm_key, llm_keys::list_llm_keys))
         .routes(routes!(llm_keys::delete_llm_key))
+        .routes(routes!(billing::get_subscription))
+        .routes(routes!(crate::webhooks::stripe::receive))
         .split_for_parts()
 }
 

@@ -157,6 +157,9 @@ async fn loopback() -> (TcpListener, SocketAddr) {
 /// The platform admin every test mesh bootstraps.
 pub const ADMIN_EMAIL: &str = "admin@crewmesh.test";
 pub const ADMIN_PASSWORD: &str = "bootstrap admin password";
+/// The Stripe webhook signing secret of every test mesh.
+pub const STRIPE_WEBHOOK_SECRET: &str = "whsec_crewmesh_test";
+
 /// The password invited test users choose.
 pub const PASSWORD: &str = "a long enough password";
 
@@ -227,7 +230,19 @@ pub async fn spawn_mesh_with(options: MeshOptions) -> Mesh {
     }
     spawn_service!(ServiceId::Agent, agent_svc::startup::serve);
     spawn_service!(ServiceId::Llm, llm_svc::startup::serve);
-    spawn_service!(ServiceId::Billing, billing_svc::startup::serve);
+    {
+        let service = testkit::service_config(ServiceId::Billing, &database).unwrap();
+        let mut config = billing_svc::config::BillingConfig::from_env(service).unwrap();
+        config.events_stream = events_stream.clone();
+        let (listener, addr) = loopback().await;
+        let stop = shutdown.clone();
+        tokio::spawn(async move {
+            if let Err(e) = billing_svc::startup::serve_with(config, listener, stop).await {
+                panic!("billing-svc failed: {e:#}");
+            }
+        });
+        grpc.push((ServiceId::Billing, format!("http://{addr}")));
+    }
     spawn_service!(ServiceId::Media, media_svc::startup::serve);
 
     let url_of = |id| {
@@ -239,6 +254,7 @@ pub async fn spawn_mesh_with(options: MeshOptions) -> Mesh {
     let config = gateway::startup::Config {
         service: testkit::service_config(ServiceId::Gateway, &database).unwrap(),
         trust_forwarded_for: false,
+        stripe_webhook_secret: Some(STRIPE_WEBHOOK_SECRET.to_owned().into()),
         upstreams: gateway::startup::Upstreams {
             identity: url_of(ServiceId::Identity),
             agent: url_of(ServiceId::Agent),

@@ -218,6 +218,19 @@ async fn rbac_matrix() {
             None,
             [401, 200, 404, 403],
         ),
+        // billing: subscription — platform, own tenant's admins
+        (
+            Method::GET,
+            format!("/api/v1/billing/subscription?tenant_id={own}"),
+            None,
+            [401, 200, 200, 403],
+        ),
+        (
+            Method::GET,
+            format!("/api/v1/billing/subscription?tenant_id={other}"),
+            None,
+            [401, 200, 404, 403],
+        ),
         // Deleted by the platform admin first: later callers see 404 or 403.
         (
             Method::DELETE,

@@ -3,6 +3,7 @@
 
 pub mod api_keys;
 pub mod audit;
+pub mod billing;
 pub mod health;
 pub mod llm_keys;
 pub mod me;
