@@ -23,6 +23,8 @@ pub struct BillingConfig {
     pub events_stream: String,
     /// This replica's name in the consumer group: the pod name in Kubernetes.
     pub consumer_name: String,
+    /// None without `STRIPE_SECRET_KEY`: checkout and portal then say Stripe is not configured.
+    pub stripe: Option<crate::stripe_api::StripeApi>,
 }
 
 /// The platform keyring from `CREWMESH_ENCRYPTION_KEYS` (newest first).
@@ -44,6 +46,7 @@ impl BillingConfig {
             keyring: Arc::new(keyring),
             events_stream: crate::events::DEFAULT_STREAM.to_owned(),
             consumer_name: consumer_name(),
+            stripe: crate::stripe_api::StripeApi::from_env()?,
         })
     }
 }

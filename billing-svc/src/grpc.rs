@@ -6,12 +6,13 @@
 use std::sync::Arc;
 
 use crewmesh_proto::billing::v1::{
-    CheckAgentQuotaRequest, CheckAgentQuotaResponse, CreateLlmKeyRequest, CreateLlmKeyResponse,
-    DeleteLlmKeyRequest, DeleteLlmKeyResponse, GetLlmKeySecretRequest, GetLlmKeySecretResponse,
-    GetSubscriptionRequest, GetSubscriptionResponse, HandleStripeEventRequest,
-    HandleStripeEventResponse, ListLlmKeysRequest, ListLlmKeysResponse, LlmKey as ProtoLlmKey,
-    RegisterTenantRequest, RegisterTenantResponse, Subscription,
-    billing_internal_service_server::BillingInternalService,
+    CheckAgentQuotaRequest, CheckAgentQuotaResponse, CreateCheckoutSessionRequest,
+    CreateCheckoutSessionResponse, CreateLlmKeyRequest, CreateLlmKeyResponse,
+    CreatePortalSessionRequest, CreatePortalSessionResponse, DeleteLlmKeyRequest,
+    DeleteLlmKeyResponse, GetLlmKeySecretRequest, GetLlmKeySecretResponse, GetSubscriptionRequest,
+    GetSubscriptionResponse, HandleStripeEventRequest, HandleStripeEventResponse,
+    ListLlmKeysRequest, ListLlmKeysResponse, LlmKey as ProtoLlmKey, RegisterTenantRequest,
+    RegisterTenantResponse, Subscription, billing_internal_service_server::BillingInternalService,
     billing_service_server::BillingService,
 };
 use keyring::Keyring;
@@ -22,6 +23,7 @@ use uuid::Uuid;
 
 use crate::{
     llm_keys::{self, LlmKey},
+    stripe_api::{StripeApi, StripeApiError},
     subscriptions::{self, Outcome, TenantBilling},
 };
 
@@ -32,6 +34,15 @@ const ADMINS: &[Role] = &[Role::PlatformAdmin, Role::CustomerAdmin];
 pub struct BillingApi {
     pub db: PgPool,
     pub keyring: Arc<Keyring>,
+    pub stripe: Option<StripeApi>,
+}
+
+impl BillingApi {
+    fn stripe(&self) -> Result<&StripeApi, Status> {
+        self.stripe
+            .as_ref()
+            .ok_or_else(|| StripeApiError::NotConfigured.into())
+    }
 }
 
 fn timestamp(at: chrono::DateTime<chrono::Utc>) -> prost_types::Timestamp {
@@ -81,6 +92,46 @@ fn proto_subscription(state: TenantBilling) -> Subscription {
 
 #[tonic::async_trait]
 impl BillingService for BillingApi {
+    async fn create_checkout_session(
+        &self,
+        request: Request<CreateCheckoutSessionRequest>,
+    ) -> Result<Response<CreateCheckoutSessionResponse>, Status> {
+        let user = caller(&request)?.require_role(ADMINS)?;
+        let req = request.get_ref();
+        let tenant = tenant(user, &req.tenant_id)?;
+        let request_id = request
+            .metadata()
+            .get("idempotency-key")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default();
+        let url = self
+            .stripe()?
+            .checkout(
+                &self.db,
+                tenant,
+                &req.plan,
+                &req.success_url,
+                &req.cancel_url,
+                request_id,
+            )
+            .await?;
+        Ok(Response::new(CreateCheckoutSessionResponse { url }))
+    }
+
+    async fn create_portal_session(
+        &self,
+        request: Request<CreatePortalSessionRequest>,
+    ) -> Result<Response<CreatePortalSessionResponse>, Status> {
+        let user = caller(&request)?.require_role(ADMINS)?;
+        let req = request.get_ref();
+        let tenant = tenant(user, &req.tenant_id)?;
+        let url = self
+            .stripe()?
+            .portal(&self.db, tenant, &req.return_url)
+            .await?;
+        Ok(Response::new(CreatePortalSessionResponse { url }))
+    }
+
     async fn get_subscription(
         &self,
         request: Request<GetSubscriptionRequest>,

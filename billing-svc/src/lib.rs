@@ -8,4 +8,5 @@ pub mod llm_keys;
 pub mod plans;
 pub mod rotation;
 pub mod startup;
+pub mod stripe_api;
 pub mod subscriptions;

@@ -57,6 +57,7 @@ pub async fn serve_with(
     let api = BillingApi {
         db: resources.db.clone(),
         keyring: config.keyring.clone(),
+        stripe: config.stripe.clone(),
     };
     let service = GrpcService::new(FILE_DESCRIPTOR_SET)
         .with(BillingServiceServer::new(api.clone()))

@@ -151,6 +151,8 @@ pub fn api() -> (Router<AppState>, utoipa::openapi::OpenApi) {
         .routes(routes!(llm_keys::create_llm_key, llm_keys::list_llm_keys))
         .routes(routes!(llm_keys::delete_llm_key))
         .routes(routes!(billing::get_subscription))
+        .routes(routes!(billing::create_checkout))
+        .routes(routes!(billing::create_portal))
         .routes(routes!(crate::webhooks::stripe::receive))
         .split_for_parts()
 }

@@ -3,6 +3,8 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+pub mod fake_stripe;
+
 use std::{net::SocketAddr, time::Duration};
 
 use mesh_kit::{ServiceId, Shutdown, service::ServiceConfig};
@@ -169,6 +171,8 @@ pub struct MeshOptions {
     pub invite_ttl: Duration,
     pub failed_logins_per_account: u32,
     pub failed_logins_per_address: u32,
+    /// Base URL of a Stripe stand-in; None leaves Stripe unconfigured.
+    pub stripe_api_base: Option<String>,
 }
 
 impl Default for MeshOptions {
@@ -177,6 +181,7 @@ impl Default for MeshOptions {
             invite_ttl: Duration::from_secs(7 * 24 * 3600),
             failed_logins_per_account: 5,
             failed_logins_per_address: 20,
+            stripe_api_base: None,
         }
     }
 }
@@ -234,6 +239,28 @@ pub async fn spawn_mesh_with(options: MeshOptions) -> Mesh {
         let service = testkit::service_config(ServiceId::Billing, &database).unwrap();
         let mut config = billing_svc::config::BillingConfig::from_env(service).unwrap();
         config.events_stream = events_stream.clone();
+        config.stripe = options.stripe_api_base.as_deref().map(|base| {
+            let prices = billing_svc::stripe_api::parse_prices(
+                "starter=price_starter,growth=price_growth,scale=price_scale",
+            );
+            billing_svc::stripe_api::StripeApi::new(
+                &fake_stripe::SECRET_KEY.to_owned().into(),
+                base,
+                prices,
+            )
+            .unwrap()
+        });
+        config.stripe = options.stripe_api_base.as_deref().map(|base| {
+            let prices = billing_svc::stripe_api::parse_prices(
+                "starter=price_starter,growth=price_growth,scale=price_scale",
+            );
+            billing_svc::stripe_api::StripeApi::new(
+                &fake_stripe::SECRET_KEY.to_owned().into(),
+                base,
+                prices,
+            )
+            .unwrap()
+        });
         let (listener, addr) = loopback().await;
         let stop = shutdown.clone();
         tokio::spawn(async move {

@@ -315,3 +315,175 @@ async fn checkout_completion_links_the_customer_and_unknown_events_are_stored_an
     .await;
     assert_eq!(status, 422, "a signed body that is not an event");
 }
+
+mod stripe_api {
+    use crewmesh_tests::{MeshOptions, fake_stripe::FakeStripe, spawn_mesh_with};
+    use serde_json::json;
+
+    #[tokio::test]
+    async fn checkout_and_portal_speak_stripes_wire_format() {
+        let stripe = FakeStripe::start().await;
+        let mesh = spawn_mesh_with(MeshOptions {
+            stripe_api_base: Some(stripe.url.clone()),
+            ..MeshOptions::default()
+        })
+        .await;
+        let (tenant, admin, _) = mesh.tenant_with_member("acme", "customer_admin").await;
+        let body = json!({ "plan": "growth", "success_url": "https://app.example/ok", "cancel_url": "https://app.example/no" });
+
+        let response = mesh
+            .http
+            .post(mesh.url("/api/v1/billing/checkout"))
+            .bearer_auth(&admin)
+            .header("idempotency-key", "upgrade-1")
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 201);
+        let first: serde_json::Value = response.json().await.unwrap();
+        assert!(
+            first["url"]
+                .as_str()
+                .unwrap()
+                .starts_with("https://checkout.stripe.com/")
+        );
+
+        let requests = stripe.requests();
+        assert_eq!(requests.len(), 2, "a customer, then a session");
+        let (customer, session) = (&requests[0], &requests[1]);
+        assert_eq!(customer.path, "/v1/customers");
+        assert_eq!(
+            customer.field("metadata[tenant_id]").as_deref(),
+            Some(tenant.as_str())
+        );
+        assert_eq!(
+            customer.headers["idempotency-key"],
+            format!("crewmesh-customer-{tenant}")
+        );
+        assert_eq!(session.path, "/v1/checkout/sessions");
+        assert_eq!(session.headers["authorization"], "Bearer sk_test_crewmesh");
+        assert_eq!(
+            session.headers["content-type"],
+            "application/x-www-form-urlencoded"
+        );
+        assert_eq!(session.field("mode").as_deref(), Some("subscription"));
+        assert_eq!(session.field("customer").as_deref(), Some("cus_fake1"));
+        assert_eq!(
+            session.field("client_reference_id").as_deref(),
+            Some(tenant.as_str())
+        );
+        assert_eq!(
+            session.field("line_items[0][price]").as_deref(),
+            Some("price_growth")
+        );
+        assert_eq!(
+            session.field("line_items[0][quantity]").as_deref(),
+            Some("1")
+        );
+        assert_eq!(
+            session
+                .field("subscription_data[metadata][plan]")
+                .as_deref(),
+            Some("growth")
+        );
+        assert_eq!(
+            session
+                .field("subscription_data[metadata][tenant_id]")
+                .as_deref(),
+            Some(tenant.as_str())
+        );
+        assert_eq!(
+            session.field("success_url").as_deref(),
+            Some("https://app.example/ok")
+        );
+
+        // The customer is reused; a retry with the same key is the same session.
+        let again: serde_json::Value = mesh
+            .http
+            .post(mesh.url("/api/v1/billing/checkout"))
+            .bearer_auth(&admin)
+            .header("idempotency-key", "upgrade-1")
+            .json(&body)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        assert_eq!(again["url"], first["url"]);
+        let requests = stripe.requests();
+        assert_eq!(requests.len(), 3);
+        assert_eq!(
+            requests[2].headers["idempotency-key"],
+            requests[1].headers["idempotency-key"]
+        );
+        let (_, state) = mesh
+            .get_json("/api/v1/billing/subscription", Some(&admin))
+            .await;
+        assert_eq!(state["stripe_customer_id"], "cus_fake1");
+
+        // Transient failures are retried with the same key.
+        stripe.fail_next(1);
+        let (status, portal) = mesh
+            .post_json(
+                "/api/v1/billing/portal",
+                Some(&admin),
+                &json!({ "return_url": "https://app.example/billing" }),
+            )
+            .await;
+        assert_eq!(status, 201, "{portal}");
+        assert!(
+            portal["url"]
+                .as_str()
+                .unwrap()
+                .starts_with("https://billing.stripe.com/")
+        );
+        let requests = stripe.requests();
+        let tries: Vec<_> = requests
+            .iter()
+            .filter(|r| r.path == "/v1/billing_portal/sessions")
+            .collect();
+        assert_eq!(tries.len(), 2, "one failure, one retry");
+        assert_eq!(
+            tries[0].headers["idempotency-key"],
+            tries[1].headers["idempotency-key"]
+        );
+        assert_eq!(tries[1].field("customer").as_deref(), Some("cus_fake1"));
+
+        let (status, bad) = mesh
+            .post_json("/api/v1/billing/checkout", Some(&admin), &json!({ "plan": "platinum", "success_url": "https://a.b/c", "cancel_url": "https://a.b/c" }))
+            .await;
+        assert_eq!(status, 422);
+        assert_eq!(bad["field"], "plan");
+        stripe.fail_next(10);
+        let (status, down) = mesh
+            .post_json(
+                "/api/v1/billing/portal",
+                Some(&admin),
+                &json!({ "return_url": "https://app.example/billing" }),
+            )
+            .await;
+        assert_eq!(status, 503, "{down}");
+    }
+
+    #[tokio::test]
+    async fn without_a_stripe_key_billing_says_what_to_configure() {
+        let mesh = crewmesh_tests::spawn_mesh().await;
+        let (_, admin, _) = mesh.tenant_with_member("acme", "customer_admin").await;
+        let (status, body) = mesh
+            .post_json(
+                "/api/v1/billing/portal",
+                Some(&admin),
+                &json!({ "return_url": "https://app.example/billing" }),
+            )
+            .await;
+        assert_eq!(status, 409);
+        assert!(
+            body["message"]
+                .as_str()
+                .unwrap()
+                .contains("STRIPE_SECRET_KEY")
+        );
+    }
+}

@@ -167,6 +167,8 @@ async fn the_edge_documents_itself_and_answers_unknown_routes_in_json() {
         ("get", "/api/v1/llm-keys"),
         ("delete", "/api/v1/llm-keys/{id}"),
         ("get", "/api/v1/billing/subscription"),
+        ("post", "/api/v1/billing/checkout"),
+        ("post", "/api/v1/billing/portal"),
         ("post", "/webhooks/stripe"),
         ("get", "/healthz"),
         ("get", "/readyz"),

@@ -81,6 +81,11 @@ async fn rbac_matrix() {
         Box::new(move || json!({ "name": unique(), "role": "operator", "tenant_id": tenant }))
     };
     let empty = || -> Body { Box::new(|| json!({})) };
+    let portal_for = |tenant: String| -> Body {
+        Box::new(
+            move || json!({ "return_url": "https://app.example/billing", "tenant_id": tenant }),
+        )
+    };
     // One key per provider and tenant, so each create names a new provider.
     let llm_key_for = |tenant: String| -> Body {
         Box::new(move || {
@@ -230,6 +235,20 @@ async fn rbac_matrix() {
             format!("/api/v1/billing/subscription?tenant_id={other}"),
             None,
             [401, 200, 404, 403],
+        ),
+        // billing: checkout, portal — platform, own tenant's admins (Stripe is not
+        // configured in this mesh, so an allowed call ends in 409 saying so)
+        (
+            Method::POST,
+            "/api/v1/billing/portal".into(),
+            Some(portal_for(own.clone())),
+            [401, 409, 409, 403],
+        ),
+        (
+            Method::POST,
+            "/api/v1/billing/portal".into(),
+            Some(portal_for(other.clone())),
+            [401, 409, 404, 403],
         ),
         // Deleted by the platform admin first: later callers see 404 or 403.
         (

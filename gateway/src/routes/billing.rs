@@ -4,7 +4,10 @@ use axum::{
     Json,
     extract::{Query, State},
 };
-use crewmesh_proto::billing::v1::{GetSubscriptionRequest, Subscription as ProtoSubscription};
+use crewmesh_proto::billing::v1::{
+    CreateCheckoutSessionRequest, CreatePortalSessionRequest, GetSubscriptionRequest,
+    Subscription as ProtoSubscription,
+};
 use serde::Serialize;
 use utoipa::ToSchema;
 
@@ -72,4 +75,105 @@ pub async fn get_subscription(
         .subscription
         .ok_or_else(|| auth.missing("subscription"))?;
     Ok(Json(Subscription::from(subscription)))
+}
+
+#[derive(Debug, serde::Deserialize, ToSchema)]
+pub struct NewCheckout {
+    /// starter, growth or scale.
+    #[schema(example = "growth")]
+    pub plan: String,
+    pub success_url: String,
+    pub cancel_url: String,
+    pub tenant_id: Option<String>,
+}
+
+#[derive(Debug, serde::Deserialize, ToSchema)]
+pub struct NewPortal {
+    pub return_url: String,
+    pub tenant_id: Option<String>,
+}
+
+/// A Stripe-hosted page to open.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Redirect {
+    pub url: String,
+}
+
+/// Start a Stripe Checkout for a plan. An `Idempotency-Key` makes retries return the same session.
+#[utoipa::path(
+    post, path = "/api/v1/billing/checkout", tag = "billing",
+    security(("bearer" = [])),
+    params(("Idempotency-Key" = Option<String>, Header, description = "A retry with the same key returns the same session")),
+    request_body = NewCheckout,
+    responses(
+        (status = 201, body = Redirect),
+        (status = 401, body = ErrorBody), (status = 403, body = ErrorBody),
+        (status = 404, body = ErrorBody),
+        (status = 409, description = "Stripe is not configured, or refused", body = ErrorBody),
+        (status = 422, body = ErrorBody), (status = 503, body = ErrorBody),
+    )
+)]
+pub async fn create_checkout(
+    State(state): State<AppState>,
+    auth: Authenticated,
+    headers: axum::http::HeaderMap,
+    crate::extract::ApiJson(body): crate::extract::ApiJson<NewCheckout>,
+) -> Result<(axum::http::StatusCode, Json<Redirect>), ApiError> {
+    auth.require(ADMINS)?;
+    let mut request = auth.call.request(CreateCheckoutSessionRequest {
+        tenant_id: body.tenant_id.unwrap_or_default(),
+        plan: body.plan,
+        success_url: body.success_url,
+        cancel_url: body.cancel_url,
+    });
+    if let Some(key) = headers.get("idempotency-key").and_then(|v| v.to_str().ok())
+        && let Ok(value) = key.parse()
+    {
+        request.metadata_mut().insert("idempotency-key", value);
+    }
+    let session = state
+        .billing
+        .clone()
+        .create_checkout_session(request)
+        .await
+        .map_err(|s| auth.error(&s))?
+        .into_inner();
+    Ok((
+        axum::http::StatusCode::CREATED,
+        Json(Redirect { url: session.url }),
+    ))
+}
+
+/// Open the Stripe billing portal for the tenant's customer.
+#[utoipa::path(
+    post, path = "/api/v1/billing/portal", tag = "billing",
+    security(("bearer" = [])),
+    request_body = NewPortal,
+    responses(
+        (status = 201, body = Redirect),
+        (status = 401, body = ErrorBody), (status = 403, body = ErrorBody),
+        (status = 404, body = ErrorBody), (status = 409, body = ErrorBody),
+        (status = 422, body = ErrorBody), (status = 503, body = ErrorBody),
+    )
+)]
+pub async fn create_portal(
+    State(state): State<AppState>,
+    auth: Authenticated,
+    crate::extract::ApiJson(body): crate::extract::ApiJson<NewPortal>,
+) -> Result<(axum::http::StatusCode, Json<Redirect>), ApiError> {
+    auth.require(ADMINS)?;
+    let session = state
+        .billing
+        .clone()
+        .create_portal_session(auth.call.request(CreatePortalSessionRequest {
+            tenant_id: body.tenant_id.unwrap_or_default(),
+            return_url: body.return_url,
+        }))
+        .await
+        .map_err(|s| auth.error(&s))?
+        .into_inner();
+    Ok((
+        axum::http::StatusCode::CREATED,
+        Json(Redirect { url: session.url }),
+    ))
 }
