@@ -6,13 +6,17 @@
 use std::sync::Arc;
 
 use crewmesh_proto::billing::v1::{
-    CheckAgentQuotaRequest, CheckAgentQuotaResponse, CreateCheckoutSessionRequest,
-    CreateCheckoutSessionResponse, CreateLlmKeyRequest, CreateLlmKeyResponse,
-    CreatePortalSessionRequest, CreatePortalSessionResponse, DeleteLlmKeyRequest,
-    DeleteLlmKeyResponse, GetLlmKeySecretRequest, GetLlmKeySecretResponse, GetSubscriptionRequest,
-    GetSubscriptionResponse, HandleStripeEventRequest, HandleStripeEventResponse,
-    ListLlmKeysRequest, ListLlmKeysResponse, LlmKey as ProtoLlmKey, RegisterTenantRequest,
-    RegisterTenantResponse, Subscription, billing_internal_service_server::BillingInternalService,
+    BudgetState as ProtoBudgetState, CheckAgentQuotaRequest, CheckAgentQuotaResponse,
+    ConversationCost, CreateCheckoutSessionRequest, CreateCheckoutSessionResponse,
+    CreateLlmKeyRequest, CreateLlmKeyResponse, CreatePortalSessionRequest,
+    CreatePortalSessionResponse, DeleteLlmKeyRequest, DeleteLlmKeyResponse, GetBudgetStatusRequest,
+    GetBudgetStatusResponse, GetLlmKeySecretRequest, GetLlmKeySecretResponse,
+    GetSubscriptionRequest, GetSubscriptionResponse, GetUsageSeriesRequest, GetUsageSeriesResponse,
+    HandleStripeEventRequest, HandleStripeEventResponse, LeaseBudgetRequest, LeaseBudgetResponse,
+    ListConversationCostsRequest, ListConversationCostsResponse, ListLlmKeysRequest,
+    ListLlmKeysResponse, LlmKey as ProtoLlmKey, RegisterTenantRequest, RegisterTenantResponse,
+    SetAgentBudgetRequest, SetAgentBudgetResponse, SettleUsageRequest, SettleUsageResponse,
+    Subscription, UsagePoint, billing_internal_service_server::BillingInternalService,
     billing_service_server::BillingService,
 };
 use keyring::Keyring;
@@ -22,9 +26,12 @@ use tonic::{Request, Response, Status};
 use uuid::Uuid;
 
 use crate::{
+    budget::Budgets,
     llm_keys::{self, LlmKey},
+    money::{format_usd, parse_usd},
     stripe_api::{StripeApi, StripeApiError},
     subscriptions::{self, Outcome, TenantBilling},
+    usage::{self, BudgetState, UsageEvent},
 };
 
 /// Roles that manage a tenant's keys and billing: platform staff and its customer admins.
@@ -33,6 +40,7 @@ const ADMINS: &[Role] = &[Role::PlatformAdmin, Role::CustomerAdmin];
 #[derive(Debug, Clone)]
 pub struct BillingApi {
     pub db: PgPool,
+    pub budgets: Budgets,
     pub keyring: Arc<Keyring>,
     pub stripe: Option<StripeApi>,
 }
@@ -79,6 +87,21 @@ fn proto_key(key: LlmKey) -> ProtoLlmKey {
     }
 }
 
+fn amount(field: &'static str, text: &str) -> Result<i64, Status> {
+    parse_usd(text).map_err(|e| invalid_field(field, e.to_string()))
+}
+
+fn from_timestamp(
+    field: &str,
+    ts: Option<prost_types::Timestamp>,
+) -> Result<Option<chrono::DateTime<chrono::Utc>>, Status> {
+    ts.map(|t| {
+        chrono::DateTime::from_timestamp(t.seconds, u32::try_from(t.nanos).unwrap_or(0))
+            .ok_or_else(|| invalid_field(field, "is out of range"))
+    })
+    .transpose()
+}
+
 fn proto_subscription(state: TenantBilling) -> Subscription {
     Subscription {
         tenant_id: state.tenant_id.to_string(),
@@ -90,8 +113,97 @@ fn proto_subscription(state: TenantBilling) -> Subscription {
     }
 }
 
+/// Usage and budget status: every role of the tenant may read them.
+const READERS: &[Role] = &Role::ALL;
+
 #[tonic::async_trait]
 impl BillingService for BillingApi {
+    async fn get_budget_status(
+        &self,
+        request: Request<GetBudgetStatusRequest>,
+    ) -> Result<Response<GetBudgetStatusResponse>, Status> {
+        let user = caller(&request)?.require_role(READERS)?;
+        let req = request.get_ref();
+        let tenant = tenant(user, &req.tenant_id)?;
+        let agent = parse_id("agent_id", &req.agent_id)?;
+        let status = usage::budget_status(&self.db, tenant, agent).await?;
+        let state = match status.state {
+            BudgetState::Ok => ProtoBudgetState::Ok,
+            BudgetState::Warning => ProtoBudgetState::Warning,
+            BudgetState::Exceeded => ProtoBudgetState::Exceeded,
+        };
+        Ok(Response::new(GetBudgetStatusResponse {
+            limit_usd: format_usd(status.limit),
+            spent_usd: format_usd(status.spent),
+            state: state.into(),
+        }))
+    }
+
+    async fn get_usage_series(
+        &self,
+        request: Request<GetUsageSeriesRequest>,
+    ) -> Result<Response<GetUsageSeriesResponse>, Status> {
+        let user = caller(&request)?.require_role(READERS)?;
+        let req = request.get_ref();
+        let tenant = tenant(user, &req.tenant_id)?;
+        let now = chrono::Utc::now();
+        let until = from_timestamp("until", req.until)?.unwrap_or(now);
+        let since =
+            from_timestamp("since", req.since)?.unwrap_or(until - chrono::Duration::days(30));
+        let days = usage::daily(&self.db, tenant, since, until).await?;
+        Ok(Response::new(GetUsageSeriesResponse {
+            points: days
+                .into_iter()
+                .map(|d| UsagePoint {
+                    day: d.day.to_string(),
+                    prompt_tokens: d.prompt_tokens,
+                    completion_tokens: d.completion_tokens,
+                    cost_usd: format_usd(d.cost_nanos),
+                })
+                .collect(),
+        }))
+    }
+
+    async fn list_conversation_costs(
+        &self,
+        request: Request<ListConversationCostsRequest>,
+    ) -> Result<Response<ListConversationCostsResponse>, Status> {
+        let user = caller(&request)?.require_role(READERS)?;
+        let req = request.get_ref();
+        let tenant = tenant(user, &req.tenant_id)?;
+        let page_size = match req.page_size {
+            n if n <= 0 => 100,
+            n => i64::from(n).min(1000),
+        };
+        let after = if req.page_token.is_empty() {
+            None
+        } else {
+            Some(parse_id("page_token", &req.page_token)?)
+        };
+        let mut rows = usage::conversation_costs(&self.db, tenant, page_size + 1, after).await?;
+        let next = if rows.len() as i64 > page_size {
+            rows.truncate(page_size as usize);
+            rows.last().map(|r| r.conversation_id.to_string())
+        } else {
+            None
+        };
+        Ok(Response::new(ListConversationCostsResponse {
+            costs: rows
+                .into_iter()
+                .map(|r| ConversationCost {
+                    conversation_id: r.conversation_id.to_string(),
+                    agent_id: r.agent_id.to_string(),
+                    prompt_tokens: r.prompt_tokens,
+                    completion_tokens: r.completion_tokens,
+                    cost_usd: format_usd(r.cost_nanos),
+                    calls: r.calls,
+                    last_call_at: Some(timestamp(r.last_call_at)),
+                })
+                .collect(),
+            next_page_token: next.unwrap_or_default(),
+        }))
+    }
+
     async fn create_checkout_session(
         &self,
         request: Request<CreateCheckoutSessionRequest>,
@@ -196,6 +308,77 @@ impl BillingService for BillingApi {
 
 #[tonic::async_trait]
 impl BillingInternalService for BillingApi {
+    async fn set_agent_budget(
+        &self,
+        request: Request<SetAgentBudgetRequest>,
+    ) -> Result<Response<SetAgentBudgetResponse>, Status> {
+        caller(&request)?.require_service(&[ServiceId::Agent])?;
+        let req = request.get_ref();
+        let tenant = parse_id("tenant_id", &req.tenant_id)?;
+        let agent = parse_id("agent_id", &req.agent_id)?;
+        let limit = amount("limit_usd", &req.limit_usd)?;
+        self.budgets.set_limit(tenant, agent, limit).await?;
+        Ok(Response::new(SetAgentBudgetResponse {}))
+    }
+
+    async fn lease_budget(
+        &self,
+        request: Request<LeaseBudgetRequest>,
+    ) -> Result<Response<LeaseBudgetResponse>, Status> {
+        caller(&request)?.require_service(&[ServiceId::Llm])?;
+        let req = request.get_ref();
+        let tenant = parse_id("tenant_id", &req.tenant_id)?;
+        let agent = parse_id("agent_id", &req.agent_id)?;
+        let requested = amount("requested_usd", &req.requested_usd)?;
+        let lease = self
+            .budgets
+            .lease(tenant, agent, &req.lease_id, requested)
+            .await?;
+        Ok(Response::new(LeaseBudgetResponse {
+            granted_usd: format_usd(lease.granted),
+            remaining_usd: format_usd(lease.remaining.max(0)),
+            expires_at_unix: lease.expires_at,
+        }))
+    }
+
+    async fn settle_usage(
+        &self,
+        request: Request<SettleUsageRequest>,
+    ) -> Result<Response<SettleUsageResponse>, Status> {
+        caller(&request)?.require_service(&[ServiceId::Llm])?;
+        let req = request.into_inner();
+        let mut events = Vec::with_capacity(req.events.len());
+        for e in req.events {
+            events.push(UsageEvent {
+                call_id: e.call_id,
+                tenant_id: parse_id("tenant_id", &e.tenant_id)?,
+                agent_id: parse_id("agent_id", &e.agent_id)?,
+                conversation_id: if e.conversation_id.is_empty() {
+                    None
+                } else {
+                    Some(parse_id("conversation_id", &e.conversation_id)?)
+                },
+                model: e.model,
+                prompt_tokens: e.prompt_tokens,
+                completion_tokens: e.completion_tokens,
+                cost_nanos: amount("cost_usd", &e.cost_usd)?,
+            });
+        }
+        let mut closed = Vec::with_capacity(req.closed_leases.len());
+        for c in req.closed_leases {
+            closed.push((
+                parse_id("tenant_id", &c.tenant_id)?,
+                parse_id("agent_id", &c.agent_id)?,
+                c.lease_id,
+            ));
+        }
+        let (recorded, duplicates) = self.budgets.settle(&events, &closed).await?;
+        Ok(Response::new(SettleUsageResponse {
+            recorded: i32::try_from(recorded).unwrap_or(i32::MAX),
+            duplicates: i32::try_from(duplicates).unwrap_or(i32::MAX),
+        }))
+    }
+
     async fn register_tenant(
         &self,
         request: Request<RegisterTenantRequest>,

@@ -16,7 +16,7 @@ use mesh_kit::{
 use secrecy::ExposeSecret as _;
 use tokio::net::TcpListener;
 
-use crate::{config::BillingConfig, events, grpc::BillingApi};
+use crate::{budget::Budgets, config::BillingConfig, events, grpc::BillingApi};
 
 pub const DEFAULT_PORT: u16 = 50054;
 pub const ADDR_ENV: &str = "CREWMESH_BILLING_ADDR";
@@ -54,7 +54,12 @@ pub async fn serve_with(
         config.consumer_name.clone(),
         shutdown.clone(),
     ));
+    let redis_manager = resources
+        .redis
+        .clone()
+        .context("billing-svc needs Redis for budget leases")?;
     let api = BillingApi {
+        budgets: Budgets::new(resources.db.clone(), redis_manager),
         db: resources.db.clone(),
         keyring: config.keyring.clone(),
         stripe: config.stripe.clone(),

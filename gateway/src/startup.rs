@@ -31,7 +31,7 @@ use crate::{
     auth::ApiKeyExchange,
     error::{ApiError, REQUEST_ID_HEADER, request_id},
     openapi::ApiDoc,
-    routes::{api_keys, audit, billing, health, llm_keys, me, sessions, tenants, users},
+    routes::{api_keys, audit, billing, health, llm_keys, me, sessions, tenants, usage, users},
 };
 
 pub const DEFAULT_PORT: u16 = 8080;
@@ -153,6 +153,9 @@ pub fn api() -> (Router<AppState>, utoipa::openapi::OpenApi) {
         .routes(routes!(billing::get_subscription))
         .routes(routes!(billing::create_checkout))
         .routes(routes!(billing::create_portal))
+        .routes(routes!(usage::budget_status))
+        .routes(routes!(usage::daily))
+        .routes(routes!(usage::conversations))
         .routes(routes!(crate::webhooks::stripe::receive))
         .split_for_parts()
 }

@@ -1,4 +1,5 @@
 //! llm-svc: running agents: provider calls, tools, memory, budgets, escalation and conversations.
 
+pub mod budget;
 pub mod grpc;
 pub mod startup;

@@ -170,6 +170,9 @@ async fn the_edge_documents_itself_and_answers_unknown_routes_in_json() {
         ("post", "/api/v1/billing/checkout"),
         ("post", "/api/v1/billing/portal"),
         ("post", "/webhooks/stripe"),
+        ("get", "/api/v1/usage/agents/{agent_id}/budget"),
+        ("get", "/api/v1/usage/daily"),
+        ("get", "/api/v1/usage/conversations"),
         ("get", "/healthz"),
         ("get", "/readyz"),
     ];

@@ -236,6 +236,38 @@ async fn rbac_matrix() {
             None,
             [401, 200, 404, 403],
         ),
+        // usage and budget status — every role of the tenant
+        (
+            Method::GET,
+            format!("/api/v1/usage/daily?tenant_id={own}"),
+            None,
+            [401, 200, 200, 200],
+        ),
+        (
+            Method::GET,
+            format!("/api/v1/usage/daily?tenant_id={other}"),
+            None,
+            [401, 200, 404, 404],
+        ),
+        (
+            Method::GET,
+            format!("/api/v1/usage/conversations?tenant_id={own}"),
+            None,
+            [401, 200, 200, 200],
+        ),
+        (
+            Method::GET,
+            format!("/api/v1/usage/conversations?tenant_id={other}"),
+            None,
+            [401, 200, 404, 404],
+        ),
+        // No budget is set for this agent: found by nobody, refused before that for strangers.
+        (
+            Method::GET,
+            format!("/api/v1/usage/agents/{other}/budget?tenant_id={other}"),
+            None,
+            [401, 404, 404, 404],
+        ),
         // billing: checkout, portal — platform, own tenant's admins (Stripe is not
         // configured in this mesh, so an allowed call ends in 409 saying so)
         (

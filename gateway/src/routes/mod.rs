@@ -9,6 +9,7 @@ pub mod llm_keys;
 pub mod me;
 pub mod sessions;
 pub mod tenants;
+pub mod usage;
 pub mod users;
 
 use crewmesh_proto::identity::v1::Role as ProtoRole;
