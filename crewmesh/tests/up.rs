@@ -76,3 +76,48 @@ async fn crewmesh_up_serves_the_mesh_and_stops_on_sigterm() {
     .unwrap();
     assert!(status.success(), "exit status {status:?}");
 }
+
+#[tokio::test]
+async fn rotate_keys_reencrypts_every_secret_and_reports_progress() {
+    use keyring::{Key, Keyring};
+    use mesh_kit::{ServiceId, service::connect};
+
+    let database = testkit::fresh_database().await.unwrap();
+    let config = testkit::service_config(ServiceId::Billing, &database).unwrap();
+    let db = connect(&config, &billing_svc::startup::STORAGE)
+        .await
+        .unwrap()
+        .db;
+    let (old, new) = (Key::generate().unwrap(), Key::generate().unwrap());
+    let before = Keyring::parse(&old).unwrap();
+    let tenant = uuid::Uuid::now_v7();
+    billing_svc::llm_keys::create(&db, &before, tenant, "openai", "sk-rotate-me", None)
+        .await
+        .unwrap();
+
+    let output = Command::new(env!("CARGO_BIN_EXE_crewmesh"))
+        .args(["rotate-keys", "--batch", "1"])
+        .env("DATABASE_URL", database.expose_secret())
+        .env("REDIS_URL", testkit::redis_url())
+        .env("CREWMESH_ENV", "development")
+        .env("CREWMESH_ENCRYPTION_KEYS", format!("{new},{old}"))
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(
+        stdout.contains("llm_keys: 1/1 scanned, 1 re-encrypted"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("done: 1 of 1"), "{stdout}");
+
+    let after = Keyring::parse(&new).unwrap();
+    let secret = billing_svc::llm_keys::secret(&db, &after, tenant, "openai")
+        .await
+        .unwrap();
+    assert_eq!(secret.api_key, "sk-rotate-me");
+}
