@@ -20,6 +20,7 @@ use crewmesh_proto::billing::v1::{
     billing_service_server::BillingService,
 };
 use keyring::Keyring;
+use mesh_kit::wire::{from_timestamp, parse_id, parse_opt_id, timestamp};
 use mesh_kit::{Role, ServiceId, auth::UserCaller, error::invalid_field, server::caller};
 use sqlx::PgPool;
 use tonic::{Request, Response, Status};
@@ -53,27 +54,9 @@ impl BillingApi {
     }
 }
 
-fn timestamp(at: chrono::DateTime<chrono::Utc>) -> prost_types::Timestamp {
-    prost_types::Timestamp {
-        seconds: at.timestamp(),
-        nanos: i32::try_from(at.timestamp_subsec_nanos()).unwrap_or(0),
-    }
-}
-
-fn parse_id(field: &str, value: &str) -> Result<Uuid, Status> {
-    value
-        .parse()
-        .map_err(|_| invalid_field(field, "must be a UUID"))
-}
-
 /// The tenant a request acts on, from an optional `tenant_id` field.
 fn tenant(user: &UserCaller, tenant_id: &str) -> Result<Uuid, Status> {
-    let requested = if tenant_id.is_empty() {
-        None
-    } else {
-        Some(parse_id("tenant_id", tenant_id)?)
-    };
-    user.tenant_scope(requested)
+    user.tenant_scope(parse_opt_id("tenant_id", tenant_id)?)
 }
 
 fn proto_key(key: LlmKey) -> ProtoLlmKey {
@@ -89,17 +72,6 @@ fn proto_key(key: LlmKey) -> ProtoLlmKey {
 
 fn amount(field: &'static str, text: &str) -> Result<i64, Status> {
     parse_usd(text).map_err(|e| invalid_field(field, e.to_string()))
-}
-
-fn from_timestamp(
-    field: &str,
-    ts: Option<prost_types::Timestamp>,
-) -> Result<Option<chrono::DateTime<chrono::Utc>>, Status> {
-    ts.map(|t| {
-        chrono::DateTime::from_timestamp(t.seconds, u32::try_from(t.nanos).unwrap_or(0))
-            .ok_or_else(|| invalid_field(field, "is out of range"))
-    })
-    .transpose()
 }
 
 fn proto_subscription(state: TenantBilling) -> Subscription {
@@ -175,11 +147,7 @@ impl BillingService for BillingApi {
             n if n <= 0 => 100,
             n => i64::from(n).min(1000),
         };
-        let after = if req.page_token.is_empty() {
-            None
-        } else {
-            Some(parse_id("page_token", &req.page_token)?)
-        };
+        let after = parse_opt_id("page_token", &req.page_token)?;
         let mut rows = usage::conversation_costs(&self.db, tenant, page_size + 1, after).await?;
         let next = if rows.len() as i64 > page_size {
             rows.truncate(page_size as usize);
@@ -353,11 +321,7 @@ impl BillingInternalService for BillingApi {
                 call_id: e.call_id,
                 tenant_id: parse_id("tenant_id", &e.tenant_id)?,
                 agent_id: parse_id("agent_id", &e.agent_id)?,
-                conversation_id: if e.conversation_id.is_empty() {
-                    None
-                } else {
-                    Some(parse_id("conversation_id", &e.conversation_id)?)
-                },
+                conversation_id: parse_opt_id("conversation_id", &e.conversation_id)?,
                 model: e.model,
                 prompt_tokens: e.prompt_tokens,
                 completion_tokens: e.completion_tokens,

@@ -16,6 +16,7 @@ use crewmesh_proto::identity::v1::{
     identity_internal_service_server::IdentityInternalService,
     identity_service_server::IdentityService,
 };
+use mesh_kit::wire::{from_timestamp, parse_id, parse_opt_id, timestamp};
 use mesh_kit::{
     Caller, Role, ServiceId, auth::UserCaller, config::Environment, error::invalid_field,
     server::caller,
@@ -90,45 +91,12 @@ fn role_name_to_proto(name: &str) -> i32 {
         .into()
 }
 
-fn timestamp(at: chrono::DateTime<chrono::Utc>) -> prost_types::Timestamp {
-    prost_types::Timestamp {
-        seconds: at.timestamp(),
-        nanos: i32::try_from(at.timestamp_subsec_nanos()).unwrap_or(0),
-    }
-}
-
-fn from_timestamp(
-    field: &str,
-    ts: Option<prost_types::Timestamp>,
-) -> Result<Option<chrono::DateTime<chrono::Utc>>, Status> {
-    ts.map(|t| {
-        chrono::DateTime::from_timestamp(t.seconds, u32::try_from(t.nanos).unwrap_or(0))
-            .ok_or_else(|| invalid_field(field, "is out of range"))
-    })
-    .transpose()
-}
-
 fn unix_timestamp(seconds: i64) -> prost_types::Timestamp {
     prost_types::Timestamp { seconds, nanos: 0 }
 }
 
 fn opt_id(id: Option<Uuid>) -> String {
     id.map(|i| i.to_string()).unwrap_or_default()
-}
-
-fn parse_id(field: &str, value: &str) -> Result<Uuid, Status> {
-    value
-        .parse()
-        .map_err(|_| invalid_field(field, "must be a UUID"))
-}
-
-/// An optional id: empty means absent.
-fn parse_opt_id(field: &str, value: &str) -> Result<Option<Uuid>, Status> {
-    if value.is_empty() {
-        Ok(None)
-    } else {
-        parse_id(field, value).map(Some)
-    }
 }
 
 fn proto_tenant(tenant: Tenant) -> ProtoTenant {

@@ -8,7 +8,7 @@ use crewmesh_proto::identity::v1::{AuditEvent as ProtoAuditEvent, ListAuditEvent
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
-use super::{ADMINS, invalid, non_empty, rfc3339};
+use super::{ADMINS, non_empty, rfc3339, timestamp_param};
 use crate::{
     auth::Authenticated,
     error::{ApiError, ErrorBody},
@@ -72,23 +72,6 @@ pub struct AuditPage {
     pub next_page_token: Option<String>,
 }
 
-fn timestamp(
-    field: &str,
-    value: Option<String>,
-    request_id: &str,
-) -> Result<Option<prost_types::Timestamp>, ApiError> {
-    value
-        .map(|v| {
-            chrono::DateTime::parse_from_rfc3339(&v)
-                .map(|t| prost_types::Timestamp {
-                    seconds: t.timestamp(),
-                    nanos: i32::try_from(t.timestamp_subsec_nanos()).unwrap_or(0),
-                })
-                .map_err(|_| invalid(field, "must be an RFC 3339 time", request_id))
-        })
-        .transpose()
-}
-
 /// List audit events, newest first.
 #[utoipa::path(
     get, path = "/api/v1/audit-events", tag = "audit",
@@ -111,8 +94,8 @@ pub async fn list_audit_events(
         tenant_id: query.tenant_id.unwrap_or_default(),
         action: query.action.unwrap_or_default(),
         actor_user_id: query.actor_user_id.unwrap_or_default(),
-        since: timestamp("since", query.since, request_id)?,
-        until: timestamp("until", query.until, request_id)?,
+        since: timestamp_param("since", query.since, request_id)?,
+        until: timestamp_param("until", query.until, request_id)?,
         page_size: query.page_size.unwrap_or_default(),
         page_token: query.page_token.unwrap_or_default(),
     };

@@ -74,3 +74,21 @@ pub struct TenantPageQuery {
 pub(crate) fn invalid(field: &str, message: &str, request_id: &str) -> ApiError {
     ApiError::from_status(&mesh_kit::error::invalid_field(field, message), request_id)
 }
+
+/// An optional RFC 3339 query parameter as a protobuf timestamp.
+pub(crate) fn timestamp_param(
+    field: &str,
+    value: Option<String>,
+    request_id: &str,
+) -> Result<Option<prost_types::Timestamp>, ApiError> {
+    value
+        .map(|v| {
+            chrono::DateTime::parse_from_rfc3339(&v)
+                .map(|t| prost_types::Timestamp {
+                    seconds: t.timestamp(),
+                    nanos: i32::try_from(t.timestamp_subsec_nanos()).unwrap_or(0),
+                })
+                .map_err(|_| invalid(field, "must be an RFC 3339 time", request_id))
+        })
+        .transpose()
+}

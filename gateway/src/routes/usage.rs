@@ -13,7 +13,7 @@ use mesh_kit::Role;
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
-use super::{api_keys::TenantQuery, invalid, non_empty, rfc3339};
+use super::{api_keys::TenantQuery, non_empty, rfc3339, timestamp_param};
 use crate::{
     auth::Authenticated,
     error::{ApiError, ErrorBody},
@@ -94,23 +94,6 @@ pub struct UsageSeries {
     pub days: Vec<UsageDay>,
 }
 
-fn timestamp(
-    field: &str,
-    value: Option<String>,
-    request_id: &str,
-) -> Result<Option<prost_types::Timestamp>, ApiError> {
-    value
-        .map(|v| {
-            chrono::DateTime::parse_from_rfc3339(&v)
-                .map(|t| prost_types::Timestamp {
-                    seconds: t.timestamp(),
-                    nanos: 0,
-                })
-                .map_err(|_| invalid(field, "must be an RFC 3339 time", request_id))
-        })
-        .transpose()
-}
-
 /// The tenant's usage per UTC day, for charts.
 #[utoipa::path(
     get, path = "/api/v1/usage/daily", tag = "usage",
@@ -134,8 +117,8 @@ pub async fn daily(
         .clone()
         .get_usage_series(auth.call.request(GetUsageSeriesRequest {
             tenant_id: query.tenant_id.unwrap_or_default(),
-            since: timestamp("since", query.since, &request_id)?,
-            until: timestamp("until", query.until, &request_id)?,
+            since: timestamp_param("since", query.since, &request_id)?,
+            until: timestamp_param("until", query.until, &request_id)?,
         }))
         .await
         .map_err(|s| auth.error(&s))?

@@ -13,6 +13,7 @@ pub mod error;
 pub mod server;
 pub mod shutdown;
 pub mod telemetry;
+pub mod wire;
 
 pub use auth::{Caller, Role, ServiceId};
 pub use error::ErrorCode;
