@@ -86,6 +86,12 @@ async fn rbac_matrix() {
             move || json!({ "return_url": "https://app.example/billing", "tenant_id": tenant }),
         )
     };
+    let checkout_for = |tenant: String| -> Body {
+        Box::new(move || {
+            json!({ "plan": "starter", "success_url": "https://a.example/ok",
+                    "cancel_url": "https://a.example/no", "tenant_id": tenant })
+        })
+    };
     // One key per provider and tenant, so each create names a new provider.
     let llm_key_for = |tenant: String| -> Body {
         Box::new(move || {
@@ -280,6 +286,18 @@ async fn rbac_matrix() {
             Method::POST,
             "/api/v1/billing/portal".into(),
             Some(portal_for(other.clone())),
+            [401, 409, 404, 403],
+        ),
+        (
+            Method::POST,
+            "/api/v1/billing/checkout".into(),
+            Some(checkout_for(own.clone())),
+            [401, 409, 409, 403],
+        ),
+        (
+            Method::POST,
+            "/api/v1/billing/checkout".into(),
+            Some(checkout_for(other.clone())),
             [401, 409, 404, 403],
         ),
         // Deleted by the platform admin first: later callers see 404 or 403.
