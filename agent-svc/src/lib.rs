@@ -1,4 +1,5 @@
 //! agent-svc: agents, the global template catalogue, the system-prompt builder and channel connections.
 
 pub mod grpc;
+pub mod prompt;
 pub mod startup;
