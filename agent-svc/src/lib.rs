@@ -3,3 +3,4 @@
 pub mod grpc;
 pub mod prompt;
 pub mod startup;
+pub mod templates;

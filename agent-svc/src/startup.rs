@@ -33,10 +33,11 @@ pub async fn serve(
     listener: TcpListener,
     shutdown: Shutdown,
 ) -> anyhow::Result<()> {
-    mesh_kit::service::serve_with_storage(config, listener, shutdown, STORAGE, |_, _resources| {
+    mesh_kit::service::serve_with_storage(config, listener, shutdown, STORAGE, |_, resources| {
+        let api = AgentApi { db: resources.db };
         GrpcService::new(FILE_DESCRIPTOR_SET)
-            .with(AgentServiceServer::new(AgentApi))
-            .with(AgentInternalServiceServer::new(AgentApi))
+            .with(AgentServiceServer::new(api.clone()))
+            .with(AgentInternalServiceServer::new(api))
     })
     .await
 }

@@ -3,6 +3,7 @@
 use anyhow::Context as _;
 use axum::{Router, http::HeaderName};
 use crewmesh_proto::{
+    agent::v1::agent_service_client::AgentServiceClient,
     billing::v1::{
         billing_internal_service_client::BillingInternalServiceClient,
         billing_service_client::BillingServiceClient,
@@ -31,7 +32,9 @@ use crate::{
     auth::ApiKeyExchange,
     error::{ApiError, REQUEST_ID_HEADER, request_id},
     openapi::ApiDoc,
-    routes::{api_keys, audit, billing, health, llm_keys, me, sessions, tenants, usage, users},
+    routes::{
+        api_keys, audit, billing, health, llm_keys, me, sessions, templates, tenants, usage, users,
+    },
 };
 
 pub const DEFAULT_PORT: u16 = 8080;
@@ -94,6 +97,7 @@ pub struct AppState {
     pub verifier: TokenVerifier,
     pub identity: IdentityServiceClient<Channel>,
     pub billing: BillingServiceClient<Channel>,
+    pub agents: AgentServiceClient<Channel>,
     pub billing_internal: BillingInternalServiceClient<Channel>,
     /// The gateway's own service identity, for internal RPCs.
     pub signer: TokenSigner,
@@ -109,9 +113,10 @@ impl AppState {
         let u = &config.upstreams;
         let identity = lazy_channel(&u.identity)?;
         let billing = lazy_channel(&u.billing)?;
+        let agent = lazy_channel(&u.agent)?;
         let upstreams = vec![
             ("identity-svc", identity.clone()),
-            ("agent-svc", lazy_channel(&u.agent)?),
+            ("agent-svc", agent.clone()),
             ("llm-svc", lazy_channel(&u.llm)?),
             ("billing-svc", billing.clone()),
             ("media-svc", lazy_channel(&u.media)?),
@@ -122,6 +127,7 @@ impl AppState {
             trust_forwarded_for: config.trust_forwarded_for,
             identity: IdentityServiceClient::new(identity),
             billing: BillingServiceClient::new(billing.clone()),
+            agents: AgentServiceClient::new(agent),
             billing_internal: BillingInternalServiceClient::new(billing),
             signer: config.service.keyring.signer.clone(),
             stripe_webhook_secret: config.stripe_webhook_secret.clone(),
@@ -153,6 +159,8 @@ pub fn api() -> (Router<AppState>, utoipa::openapi::OpenApi) {
         .routes(routes!(billing::get_subscription))
         .routes(routes!(billing::create_checkout))
         .routes(routes!(billing::create_portal))
+        .routes(routes!(templates::list_templates))
+        .routes(routes!(templates::get_template))
         .routes(routes!(usage::budget_status))
         .routes(routes!(usage::daily))
         .routes(routes!(usage::conversations))

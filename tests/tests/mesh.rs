@@ -173,6 +173,8 @@ async fn the_edge_documents_itself_and_answers_unknown_routes_in_json() {
         ("get", "/api/v1/usage/agents/{agent_id}/budget"),
         ("get", "/api/v1/usage/daily"),
         ("get", "/api/v1/usage/conversations"),
+        ("get", "/api/v1/templates"),
+        ("get", "/api/v1/templates/{slug}"),
         ("get", "/healthz"),
         ("get", "/readyz"),
     ];

@@ -104,6 +104,19 @@ async fn rbac_matrix() {
     // (method, path, body, [anonymous, platform_admin, customer_admin, operator])
     let matrix: Vec<(Method, String, Option<Body>, [u16; 4])> = vec![
         (Method::GET, "/api/v1/me".into(), None, [401, 200, 200, 200]),
+        // templates: list — every role
+        (
+            Method::GET,
+            "/api/v1/templates".into(),
+            None,
+            [401, 200, 200, 200],
+        ),
+        (
+            Method::GET,
+            "/api/v1/templates/sales".into(),
+            None,
+            [401, 200, 200, 200],
+        ),
         // tenants: create, list all — platform only; get — own tenant
         (
             Method::POST,

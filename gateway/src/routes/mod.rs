@@ -8,6 +8,7 @@ pub mod health;
 pub mod llm_keys;
 pub mod me;
 pub mod sessions;
+pub mod templates;
 pub mod tenants;
 pub mod usage;
 pub mod users;
