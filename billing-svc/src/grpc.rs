@@ -20,7 +20,7 @@ use crewmesh_proto::billing::v1::{
     billing_service_server::BillingService,
 };
 use keyring::Keyring;
-use mesh_kit::wire::{from_timestamp, parse_id, parse_opt_id, timestamp};
+use mesh_kit::wire::{format_usd, from_timestamp, parse_id, parse_opt_id, parse_usd, timestamp};
 use mesh_kit::{Role, ServiceId, auth::UserCaller, error::invalid_field, server::caller};
 use sqlx::PgPool;
 use tonic::{Request, Response, Status};
@@ -29,7 +29,6 @@ use uuid::Uuid;
 use crate::{
     budget::Budgets,
     llm_keys::{self, LlmKey},
-    money::{format_usd, parse_usd},
     stripe_api::{StripeApi, StripeApiError},
     subscriptions::{self, Outcome, TenantBilling},
     usage::{self, BudgetState, UsageEvent},

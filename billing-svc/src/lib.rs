@@ -6,7 +6,6 @@ pub mod config;
 pub mod events;
 pub mod grpc;
 pub mod llm_keys;
-pub mod money;
 pub mod plans;
 pub mod rotation;
 pub mod startup;

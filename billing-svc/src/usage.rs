@@ -250,7 +250,7 @@ pub async fn conversation_costs(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::money::NANOS_PER_USD;
+    use mesh_kit::wire::NANOS_PER_USD;
 
     #[test]
     fn budget_boundaries() {

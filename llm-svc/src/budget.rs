@@ -27,32 +27,12 @@ use tokio::sync::Mutex as AsyncMutex;
 use tonic::transport::Channel;
 use uuid::Uuid;
 
-pub const NANOS_PER_USD: i64 = 1_000_000_000;
+pub use mesh_kit::wire::NANOS_PER_USD;
+use mesh_kit::wire::{format_usd, parse_usd};
 /// A lease is replaced this long before billing-svc would let it lapse.
 const LEASE_MARGIN_SECS: i64 = 30;
 /// Flush at once when this many settlements are queued.
 const FLUSH_AT: usize = 256;
-
-/// Nano-dollars as the decimal string the billing contract uses.
-pub fn usd(nanos: i64) -> String {
-    let sign = if nanos < 0 { "-" } else { "" };
-    let abs = nanos.unsigned_abs();
-    format!(
-        "{sign}{}.{:09}",
-        abs / NANOS_PER_USD as u64,
-        abs % NANOS_PER_USD as u64
-    )
-}
-
-fn parse_usd(text: &str) -> i64 {
-    let (whole, fraction) = text.split_once('.').unwrap_or((text, ""));
-    let whole: i64 = whole.parse().unwrap_or(0);
-    let fraction: i64 = format!("{fraction:0<9}")
-        .get(..9)
-        .and_then(|f| f.parse().ok())
-        .unwrap_or(0);
-    whole.saturating_mul(NANOS_PER_USD).saturating_add(fraction)
-}
 
 #[derive(Debug, thiserror::Error)]
 pub enum BudgetError {
@@ -195,12 +175,13 @@ impl BudgetClient {
                 .lease_budget(self.call()?.request(LeaseBudgetRequest {
                     tenant_id: tenant.to_string(),
                     agent_id: agent.to_string(),
-                    requested_usd: usd(max_cost.max(self.slice)),
+                    requested_usd: format_usd(max_cost.max(self.slice)),
                     lease_id: lease_id.clone(),
                 }))
                 .await?
                 .into_inner();
-            let amount = parse_usd(&granted.granted_usd);
+            // A malformed grant is treated as none: refuse rather than overspend.
+            let amount = parse_usd(&granted.granted_usd).unwrap_or(0);
             if amount >= max_cost {
                 break (lease_id, granted, amount);
             }
@@ -250,7 +231,7 @@ impl BudgetClient {
                 model: usage.model,
                 prompt_tokens: usage.prompt_tokens,
                 completion_tokens: usage.completion_tokens,
-                cost_usd: usd(cost),
+                cost_usd: format_usd(cost),
                 lease_id: lease_id.clone(),
             });
             outbox.events.len()
@@ -324,18 +305,5 @@ impl BudgetClient {
             }
         }
         self.flush().await;
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn amounts_format_for_the_contract() {
-        assert_eq!(usd(1_500_000_000), "1.500000000");
-        assert_eq!(usd(1), "0.000000001");
-        assert_eq!(parse_usd("0.10"), 100_000_000);
-        assert_eq!(parse_usd("2"), 2 * NANOS_PER_USD);
     }
 }

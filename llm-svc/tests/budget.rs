@@ -91,12 +91,6 @@ fn llm_signer() -> mesh_kit::auth::TokenSigner {
     Keyring::development(ServiceId::Llm).unwrap().signer
 }
 
-fn nanos(text: &str) -> i64 {
-    let (whole, fraction) = text.split_once('.').unwrap_or((text, ""));
-    whole.parse::<i64>().unwrap() * NANOS_PER_USD
-        + format!("{fraction:0<9}").parse::<i64>().unwrap()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn fifty_concurrent_calls_on_two_replicas_never_overspend() {
     let channel = billing().await;
@@ -155,7 +149,7 @@ async fn fifty_concurrent_calls_on_two_replicas_never_overspend() {
     let (spent_usd, limit_usd, _) = spent(&channel, tenant, agent).await;
     assert_eq!(limit_usd, "1.00");
     assert_eq!(
-        nanos(&spent_usd),
+        mesh_kit::wire::parse_usd(&spent_usd).unwrap(),
         total,
         "billing recorded every settled call"
     );
