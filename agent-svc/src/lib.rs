@@ -1,5 +1,7 @@
 //! agent-svc: agents, the global template catalogue, the system-prompt builder and channel connections.
 
+pub mod agents;
+pub mod config;
 pub mod grpc;
 pub mod prompt;
 pub mod startup;

@@ -14,7 +14,9 @@ use mesh_kit::{
 };
 use tokio::net::TcpListener;
 
-use crate::grpc::AgentApi;
+use crewmesh_proto::billing::v1::billing_internal_service_client::BillingInternalServiceClient;
+
+use crate::{config::AgentConfig, grpc::AgentApi};
 
 pub const DEFAULT_PORT: u16 = 50052;
 pub const ADDR_ENV: &str = "CREWMESH_AGENT_ADDR";
@@ -28,16 +30,37 @@ pub static STORAGE: Storage = Storage {
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
 
+/// The binary's and the launcher's entry: settings from the environment.
 pub async fn serve(
     config: ServiceConfig,
     listener: TcpListener,
     shutdown: Shutdown,
 ) -> anyhow::Result<()> {
-    mesh_kit::service::serve_with_storage(config, listener, shutdown, STORAGE, |_, resources| {
-        let api = AgentApi { db: resources.db };
-        GrpcService::new(FILE_DESCRIPTOR_SET)
-            .with(AgentServiceServer::new(api.clone()))
-            .with(AgentInternalServiceServer::new(api))
-    })
+    serve_with(AgentConfig::from_env(config), listener, shutdown).await
+}
+
+pub async fn serve_with(
+    config: AgentConfig,
+    listener: TcpListener,
+    shutdown: Shutdown,
+) -> anyhow::Result<()> {
+    let billing = mesh_kit::client::lazy_channel(&config.billing_url)?;
+    let signer = config.service.keyring.signer.clone();
+    mesh_kit::service::serve_with_storage(
+        config.service,
+        listener,
+        shutdown,
+        STORAGE,
+        |_, resources| {
+            let api = AgentApi {
+                db: resources.db,
+                billing: BillingInternalServiceClient::new(billing),
+                signer,
+            };
+            GrpcService::new(FILE_DESCRIPTOR_SET)
+                .with(AgentServiceServer::new(api.clone()))
+                .with(AgentInternalServiceServer::new(api))
+        },
+    )
     .await
 }

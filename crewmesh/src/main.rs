@@ -61,11 +61,23 @@ async fn main() -> anyhow::Result<()> {
 
 type ServeFuture = Pin<Box<dyn Future<Output = anyhow::Result<()>> + Send>>;
 
+/// Where this process bound each gRPC service, so services that call others
+/// find them even on non-default ports.
+type Bound = [(ServiceId, String)];
+
 struct Grpc {
     id: ServiceId,
     addr_env: &'static str,
     port: u16,
-    serve: fn(ServiceConfig, TcpListener, Shutdown) -> ServeFuture,
+    serve: fn(ServiceConfig, TcpListener, Shutdown, &Bound) -> ServeFuture,
+}
+
+fn url_in(bound: &Bound, id: ServiceId) -> String {
+    bound
+        .iter()
+        .find(|(svc, _)| *svc == id)
+        .map(|(_, url)| url.clone())
+        .unwrap_or_default()
 }
 
 const GRPC_SERVICES: [Grpc; 5] = [
@@ -73,31 +85,37 @@ const GRPC_SERVICES: [Grpc; 5] = [
         id: ServiceId::Identity,
         addr_env: identity_svc::startup::ADDR_ENV,
         port: identity_svc::startup::DEFAULT_PORT,
-        serve: |c, l, s| Box::pin(identity_svc::startup::serve(c, l, s)),
+        serve: |c, l, s, _| Box::pin(identity_svc::startup::serve(c, l, s)),
     },
     Grpc {
         id: ServiceId::Agent,
         addr_env: agent_svc::startup::ADDR_ENV,
         port: agent_svc::startup::DEFAULT_PORT,
-        serve: |c, l, s| Box::pin(agent_svc::startup::serve(c, l, s)),
+        serve: |c, l, s, bound| {
+            let config = agent_svc::config::AgentConfig {
+                service: c,
+                billing_url: url_in(bound, ServiceId::Billing),
+            };
+            Box::pin(agent_svc::startup::serve_with(config, l, s))
+        },
     },
     Grpc {
         id: ServiceId::Llm,
         addr_env: llm_svc::startup::ADDR_ENV,
         port: llm_svc::startup::DEFAULT_PORT,
-        serve: |c, l, s| Box::pin(llm_svc::startup::serve(c, l, s)),
+        serve: |c, l, s, _| Box::pin(llm_svc::startup::serve(c, l, s)),
     },
     Grpc {
         id: ServiceId::Billing,
         addr_env: billing_svc::startup::ADDR_ENV,
         port: billing_svc::startup::DEFAULT_PORT,
-        serve: |c, l, s| Box::pin(billing_svc::startup::serve(c, l, s)),
+        serve: |c, l, s, _| Box::pin(billing_svc::startup::serve(c, l, s)),
     },
     Grpc {
         id: ServiceId::Media,
         addr_env: media_svc::startup::ADDR_ENV,
         port: media_svc::startup::DEFAULT_PORT,
-        serve: |c, l, s| Box::pin(media_svc::startup::serve(c, l, s)),
+        serve: |c, l, s, _| Box::pin(media_svc::startup::serve(c, l, s)),
     },
 ];
 
@@ -123,6 +141,8 @@ async fn up(ready_timeout: Duration) -> anyhow::Result<()> {
     mesh_kit::shutdown::on_signal(shutdown.clone());
 
     let mut tasks: JoinSet<(ServiceId, anyhow::Result<()>)> = JoinSet::new();
+    // Bind everything first: a service may need another's address.
+    let mut bound_services = Vec::new();
     let mut grpc_urls = Vec::new();
     for svc in &GRPC_SERVICES {
         let config =
@@ -132,25 +152,22 @@ async fn up(ready_timeout: Duration) -> anyhow::Result<()> {
         let url = local_url(listener.local_addr()?);
         println!("  {:<13} grpc  {url}", svc.id.as_str());
         grpc_urls.push((svc.id, url));
-        let (serve, id, stop) = (svc.serve, svc.id, shutdown.clone());
-        tasks.spawn(async move { (id, serve(config, listener, stop).await) });
+        bound_services.push((svc, config, listener));
+    }
+    for (svc, config, listener) in bound_services {
+        let (id, stop) = (svc.id, shutdown.clone());
+        let serving = (svc.serve)(config, listener, stop, &grpc_urls);
+        tasks.spawn(async move { (id, serving.await) });
     }
 
-    let url_of = |id: ServiceId| {
-        grpc_urls
-            .iter()
-            .find(|(svc, _)| *svc == id)
-            .map(|(_, url)| url.clone())
-            .unwrap_or_default()
-    };
     // The gateway finds the services where this process bound them.
     let mut gateway_config = gateway::startup::Config::from_env()?;
     let upstreams = &mut gateway_config.upstreams;
-    upstreams.identity = url_of(ServiceId::Identity);
-    upstreams.agent = url_of(ServiceId::Agent);
-    upstreams.llm = url_of(ServiceId::Llm);
-    upstreams.billing = url_of(ServiceId::Billing);
-    upstreams.media = url_of(ServiceId::Media);
+    upstreams.identity = url_in(&grpc_urls, ServiceId::Identity);
+    upstreams.agent = url_in(&grpc_urls, ServiceId::Agent);
+    upstreams.llm = url_in(&grpc_urls, ServiceId::Llm);
+    upstreams.billing = url_in(&grpc_urls, ServiceId::Billing);
+    upstreams.media = url_in(&grpc_urls, ServiceId::Media);
     let addr = listen_addr(gateway::startup::ADDR_ENV, gateway::startup::DEFAULT_PORT)?;
     let listener = bind(ServiceId::Gateway, addr, gateway::startup::ADDR_ENV).await?;
     let http = local_url(listener.local_addr()?);

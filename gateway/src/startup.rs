@@ -33,7 +33,8 @@ use crate::{
     error::{ApiError, REQUEST_ID_HEADER, request_id},
     openapi::ApiDoc,
     routes::{
-        api_keys, audit, billing, health, llm_keys, me, sessions, templates, tenants, usage, users,
+        agents, api_keys, audit, billing, health, llm_keys, me, sessions, templates, tenants,
+        usage, users,
     },
 };
 
@@ -159,6 +160,14 @@ pub fn api() -> (Router<AppState>, utoipa::openapi::OpenApi) {
         .routes(routes!(billing::get_subscription))
         .routes(routes!(billing::create_checkout))
         .routes(routes!(billing::create_portal))
+        .routes(routes!(agents::create_agent, agents::list_agents))
+        .routes(routes!(agents::create_from_template))
+        .routes(routes!(
+            agents::get_agent,
+            agents::update_agent,
+            agents::delete_agent
+        ))
+        .routes(routes!(agents::system_prompt))
         .routes(routes!(templates::list_templates))
         .routes(routes!(templates::get_template))
         .routes(routes!(usage::budget_status))

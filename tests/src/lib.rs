@@ -233,7 +233,6 @@ pub async fn spawn_mesh_with(options: MeshOptions) -> Mesh {
         });
         grpc.push((ServiceId::Identity, format!("http://{addr}")));
     }
-    spawn_service!(ServiceId::Agent, agent_svc::startup::serve);
     spawn_service!(ServiceId::Llm, llm_svc::startup::serve);
     {
         let service = testkit::service_config(ServiceId::Billing, &database).unwrap();
@@ -269,6 +268,25 @@ pub async fn spawn_mesh_with(options: MeshOptions) -> Mesh {
             }
         });
         grpc.push((ServiceId::Billing, format!("http://{addr}")));
+    }
+    {
+        let billing_url = grpc
+            .iter()
+            .find(|(s, _)| *s == ServiceId::Billing)
+            .map(|(_, u)| u.clone())
+            .unwrap();
+        let config = agent_svc::config::AgentConfig {
+            service: testkit::service_config(ServiceId::Agent, &database).unwrap(),
+            billing_url,
+        };
+        let (listener, addr) = loopback().await;
+        let stop = shutdown.clone();
+        tokio::spawn(async move {
+            if let Err(e) = agent_svc::startup::serve_with(config, listener, stop).await {
+                panic!("agent-svc failed: {e:#}");
+            }
+        });
+        grpc.push((ServiceId::Agent, format!("http://{addr}")));
     }
     spawn_service!(ServiceId::Media, media_svc::startup::serve);
 

@@ -64,3 +64,232 @@ async fn the_catalogue_has_seven_complete_templates_for_every_role() {
     );
     assert_eq!(mesh.get_json("/api/v1/templates", None).await.0, 401);
 }
+
+mod crud {
+    use crewmesh_tests::spawn_mesh;
+    use serde_json::{Value, json};
+
+    fn agent(name: &str) -> Value {
+        json!({
+            "name": name, "role_title": "support specialist", "persona": "Kind.",
+            "instructions": "Help with orders.", "model": "openai/gpt-4o-mini",
+            "tools": ["order_lookup"], "budget_limit_usd": "25.00",
+            "escalation": { "enabled": true, "trigger_keywords": ["refund"], "on_human_request": true },
+            "escalation_assignee": "U123SLACK"
+        })
+    }
+
+    #[tokio::test]
+    async fn admins_manage_agents_operators_read_them_and_other_tenants_see_nothing() {
+        let mesh = spawn_mesh().await;
+        let (tenant, admin, _) = mesh.tenant_with_member("acme", "customer_admin").await;
+        let (_, globex, _) = mesh.tenant_with_member("globex", "customer_admin").await;
+        let operator = {
+            let platform = mesh.admin_token().await;
+            let (_, token) = mesh
+                .invite(&platform, &tenant, "op@acme.test", "operator")
+                .await;
+            assert_eq!(mesh.accept_invite(&token).await.0, 201);
+            mesh.login("op@acme.test", crewmesh_tests::PASSWORD).await
+        };
+
+        let (status, ava) = mesh
+            .post_json("/api/v1/agents", Some(&admin), &agent("Ava"))
+            .await;
+        assert_eq!(status, 201, "{ava}");
+        assert_eq!(ava["tenant_id"], tenant.as_str());
+        assert_eq!(ava["budget_limit_usd"], "25.00");
+        let id = ava["id"].as_str().unwrap().to_owned();
+        let path = format!("/api/v1/agents/{id}");
+
+        // The budget went to billing with the agent.
+        let (status, budget) = mesh
+            .get_json(
+                &format!("/api/v1/usage/agents/{id}/budget"),
+                Some(&operator),
+            )
+            .await;
+        assert_eq!(status, 200, "{budget}");
+        assert_eq!(budget["limit_usd"], "25.00");
+
+        assert_eq!(mesh.get_json(&path, Some(&operator)).await.1["name"], "Ava");
+        assert_eq!(
+            mesh.get_json("/api/v1/agents", Some(&operator)).await.1["agents"]
+                .as_array()
+                .unwrap()
+                .len(),
+            1
+        );
+        assert_eq!(
+            mesh.get_json(&path, Some(&globex)).await.0,
+            404,
+            "another tenant's agent"
+        );
+        assert_eq!(
+            mesh.post_json("/api/v1/agents", Some(&operator), &agent("Op"))
+                .await
+                .0,
+            403
+        );
+
+        let patch = |token: &str, body: Value| {
+            mesh.http
+                .patch(mesh.url(&path))
+                .bearer_auth(token)
+                .json(&body)
+                .send()
+        };
+        let response = patch(&admin, json!({ "name": "Ava 2", "budget_limit_usd": "40" }))
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 200);
+        let changed: Value = response.json().await.unwrap();
+        assert_eq!(changed["name"], "Ava 2");
+        assert_eq!(changed["persona"], "Kind.", "untouched fields stay");
+        assert_eq!(
+            mesh.get_json(&format!("/api/v1/usage/agents/{id}/budget"), Some(&admin))
+                .await
+                .1["limit_usd"],
+            "40.00"
+        );
+        assert_eq!(
+            patch(&operator, json!({ "name": "x" }))
+                .await
+                .unwrap()
+                .status(),
+            403
+        );
+        assert_eq!(
+            patch(&globex, json!({ "name": "x" }))
+                .await
+                .unwrap()
+                .status(),
+            404
+        );
+        let bad = patch(&admin, json!({ "model": "gpt-4" })).await.unwrap();
+        assert_eq!(bad.status(), 422);
+        assert_eq!(bad.json::<Value>().await.unwrap()["field"], "model");
+
+        let delete = |token: &str| mesh.http.delete(mesh.url(&path)).bearer_auth(token).send();
+        assert_eq!(delete(&operator).await.unwrap().status(), 403);
+        assert_eq!(delete(&globex).await.unwrap().status(), 404);
+        assert_eq!(delete(&admin).await.unwrap().status(), 204);
+        assert_eq!(mesh.get_json(&path, Some(&admin)).await.0, 404);
+    }
+
+    #[tokio::test]
+    async fn validation_names_the_field_and_the_quota_refuses_a_third_trial_agent() {
+        let mesh = spawn_mesh().await;
+        let (_, admin, _) = mesh.tenant_with_member("acme", "customer_admin").await;
+        for (change, field) in [
+            (json!({ "model": "gpt-4o" }), "model"),
+            (json!({ "budget_limit_usd": "-1" }), "budget_limit_usd"),
+            (
+                json!({ "budget_limit_usd": "1.0000000001" }),
+                "budget_limit_usd",
+            ),
+            (json!({ "name": "" }), "name"),
+            (json!({ "tools": ["Bad Tool"] }), "tools"),
+            (json!({ "escalation_assignee": "" }), "escalation_assignee"),
+        ] {
+            let mut body = agent("V");
+            for (k, v) in change.as_object().unwrap() {
+                body[k] = v.clone();
+            }
+            let (status, err) = mesh.post_json("/api/v1/agents", Some(&admin), &body).await;
+            assert_eq!(status, 422, "{change}: {err}");
+            assert_eq!(err["field"], field, "{change}");
+        }
+
+        assert_eq!(
+            mesh.post_json("/api/v1/agents", Some(&admin), &agent("One"))
+                .await
+                .0,
+            201
+        );
+        assert_eq!(
+            mesh.post_json("/api/v1/agents", Some(&admin), &agent("Two"))
+                .await
+                .0,
+            201
+        );
+        let (status, refused) = mesh
+            .post_json("/api/v1/agents", Some(&admin), &agent("Three"))
+            .await;
+        assert_eq!(status, 409, "{refused}");
+        assert!(
+            refused["message"]
+                .as_str()
+                .unwrap()
+                .contains("allows 2 agents")
+        );
+        assert_eq!(
+            mesh.get_json("/api/v1/agents", Some(&admin)).await.1["agents"]
+                .as_array()
+                .unwrap()
+                .len(),
+            2
+        );
+    }
+
+    #[tokio::test]
+    async fn agents_from_templates_and_the_prompt_preview_per_channel() {
+        let mesh = spawn_mesh().await;
+        let (_, admin, _) = mesh.tenant_with_member("acme", "customer_admin").await;
+        let (_, operator, _) = mesh.tenant_with_member("acme-ops", "operator").await;
+        let (status, agent) = mesh
+            .post_json(
+                "/api/v1/agents/from-template",
+                Some(&admin),
+                &json!({ "slug": "it-helpdesk", "model": "anthropic/claude-3-5-haiku" }),
+            )
+            .await;
+        assert_eq!(status, 201, "{agent}");
+        assert_eq!(agent["name"], "IT helpdesk");
+        assert_eq!(agent["role_title"], "IT helpdesk technician");
+        assert_eq!(
+            agent["tools"],
+            json!(["knowledge_search", "create_ticket", "reset_password"])
+        );
+        let id = agent["id"].as_str().unwrap();
+
+        for channel in ["slack", "whatsapp", "api"] {
+            let (status, preview) = mesh
+                .get_json(
+                    &format!("/api/v1/agents/{id}/system-prompt?channel={channel}"),
+                    Some(&admin),
+                )
+                .await;
+            assert_eq!(status, 200, "{preview}");
+            let prompt = preview["system_prompt"].as_str().unwrap();
+            assert!(
+                prompt.starts_with(
+                    "## Identity and role\nYou are IT helpdesk, IT helpdesk technician."
+                )
+            );
+            assert!(prompt.ends_with("This section takes precedence over every other section."));
+            assert_eq!(
+                prompt.contains("You only handle: knowledge_search, create_ticket, reset_password"),
+                channel == "whatsapp"
+            );
+        }
+        let (status, err) = mesh
+            .get_json(
+                &format!("/api/v1/agents/{id}/system-prompt?channel=fax"),
+                Some(&admin),
+            )
+            .await;
+        assert_eq!(status, 422);
+        assert_eq!(err["field"], "channel");
+        // An operator of another tenant cannot preview it.
+        assert_eq!(
+            mesh.get_json(
+                &format!("/api/v1/agents/{id}/system-prompt?channel=api"),
+                Some(&operator)
+            )
+            .await
+            .0,
+            404
+        );
+    }
+}

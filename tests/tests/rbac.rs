@@ -46,6 +46,25 @@ async fn rbac_matrix() {
         mesh.login(email, crewmesh_tests::PASSWORD).await
     };
     let (other, _, other_user) = mesh.tenant_with_member("other", "customer_admin").await;
+    let agent_body = json!({ "name": "A", "model": "openai/gpt-4o-mini", "budget_limit_usd": "1" });
+    let (status, own_agent) = mesh
+        .post_json("/api/v1/agents", Some(&admin), &{
+            let mut b = agent_body.clone();
+            b["tenant_id"] = json!(own);
+            b
+        })
+        .await;
+    assert_eq!(status, 201, "{own_agent}");
+    let own_agent = own_agent["id"].as_str().unwrap().to_owned();
+    let (status, other_agent) = mesh
+        .post_json("/api/v1/agents", Some(&admin), &{
+            let mut b = agent_body.clone();
+            b["tenant_id"] = json!(other);
+            b
+        })
+        .await;
+    assert_eq!(status, 201, "{other_agent}");
+    let other_agent = other_agent["id"].as_str().unwrap().to_owned();
     let (own_invite, _) = mesh
         .invite(&admin, &own, "pending@own.test", "operator")
         .await;
@@ -81,6 +100,7 @@ async fn rbac_matrix() {
         Box::new(move || json!({ "name": unique(), "role": "operator", "tenant_id": tenant }))
     };
     let empty = || -> Body { Box::new(|| json!({})) };
+    let rename = || -> Body { Box::new(|| json!({ "name": format!("A {}", unique()) })) };
     let portal_for = |tenant: String| -> Body {
         Box::new(
             move || json!({ "return_url": "https://app.example/billing", "tenant_id": tenant }),
@@ -104,6 +124,44 @@ async fn rbac_matrix() {
     // (method, path, body, [anonymous, platform_admin, customer_admin, operator])
     let matrix: Vec<(Method, String, Option<Body>, [u16; 4])> = vec![
         (Method::GET, "/api/v1/me".into(), None, [401, 200, 200, 200]),
+        // agents: list, get — every role of the tenant; another tenant's is a 404
+        (
+            Method::GET,
+            format!("/api/v1/agents?tenant_id={own}"),
+            None,
+            [401, 200, 200, 200],
+        ),
+        (
+            Method::GET,
+            format!("/api/v1/agents/{own_agent}"),
+            None,
+            [401, 200, 200, 200],
+        ),
+        (
+            Method::GET,
+            format!("/api/v1/agents/{other_agent}"),
+            None,
+            [401, 200, 404, 404],
+        ),
+        (
+            Method::GET,
+            format!("/api/v1/agents/{own_agent}/system-prompt?channel=slack"),
+            None,
+            [401, 200, 200, 200],
+        ),
+        // agents: update — admins of the tenant only
+        (
+            Method::PATCH,
+            format!("/api/v1/agents/{own_agent}"),
+            Some(rename()),
+            [401, 200, 200, 403],
+        ),
+        (
+            Method::PATCH,
+            format!("/api/v1/agents/{other_agent}"),
+            Some(rename()),
+            [401, 200, 404, 403],
+        ),
         // templates: list — every role
         (
             Method::GET,
@@ -312,6 +370,13 @@ async fn rbac_matrix() {
             "/api/v1/billing/checkout".into(),
             Some(checkout_for(other.clone())),
             [401, 409, 404, 403],
+        ),
+        // agents: delete — operators refused, strangers see 404, the platform admin deletes
+        (
+            Method::DELETE,
+            format!("/api/v1/agents/{other_agent}"),
+            None,
+            [401, 204, 404, 403],
         ),
         // Deleted by the platform admin first: later callers see 404 or 403.
         (

@@ -1,6 +1,7 @@
 //! REST routes, one module per area. Each handler authenticates, checks the
 //! role, calls one service and maps the answer.
 
+pub mod agents;
 pub mod api_keys;
 pub mod audit;
 pub mod billing;
