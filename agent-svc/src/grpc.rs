@@ -8,10 +8,10 @@ use crewmesh_proto::{
         Agent as ProtoAgent, Channel as ProtoChannel, CreateAgentFromTemplateRequest,
         CreateAgentFromTemplateResponse, CreateAgentRequest, CreateAgentResponse,
         DeleteAgentRequest, DeleteAgentResponse, EscalationRules, GetAgentRequest,
-        GetAgentResponse, GetTemplateRequest, GetTemplateResponse, ListAgentsRequest,
-        ListAgentsResponse, ListTemplatesRequest, ListTemplatesResponse,
-        PreviewSystemPromptRequest, PreviewSystemPromptResponse, Template as ProtoTemplate,
-        UpdateAgentRequest, UpdateAgentResponse,
+        GetAgentResponse, GetRuntimeConfigRequest, GetRuntimeConfigResponse, GetTemplateRequest,
+        GetTemplateResponse, ListAgentsRequest, ListAgentsResponse, ListTemplatesRequest,
+        ListTemplatesResponse, PreviewSystemPromptRequest, PreviewSystemPromptResponse,
+        Template as ProtoTemplate, UpdateAgentRequest, UpdateAgentResponse,
     },
     billing::v1::{
         CheckAgentQuotaRequest, SetAgentBudgetRequest,
@@ -19,7 +19,7 @@ use crewmesh_proto::{
     },
 };
 use mesh_kit::{
-    ErrorCode, Role,
+    ErrorCode, Role, ServiceId,
     auth::{TokenSigner, UserCaller},
     client::CallContext,
     db::{begin_platform, begin_tenant},
@@ -103,6 +103,35 @@ fn fields(agent: &ProtoAgent) -> Result<AgentFields, Status> {
 
 fn db_error(e: &sqlx::Error) -> Status {
     mesh_kit::error::internal("agent query failed", e)
+}
+
+/// The system prompt of `agent` on `channel`.
+fn render(agent: &Agent, channel: prompt::Channel) -> String {
+    let escalation = &agent.escalation.0;
+    prompt::build(
+        &AgentText {
+            name: &agent.name,
+            role_title: &agent.role_title,
+            persona: &agent.persona,
+            instructions: &agent.instructions,
+            tools: &agent.tools,
+            escalation_enabled: escalation.enabled,
+            trigger_keywords: &escalation.trigger_keywords,
+            on_human_request: escalation.on_human_request,
+        },
+        channel,
+    )
+}
+
+fn channel(value: i32) -> Result<prompt::Channel, Status> {
+    match ProtoChannel::try_from(value) {
+        Ok(ProtoChannel::Slack) => Ok(prompt::Channel::Slack),
+        Ok(ProtoChannel::Whatsapp) => Ok(prompt::Channel::WhatsApp),
+        Ok(ProtoChannel::Api) => Ok(prompt::Channel::Api),
+        Ok(ProtoChannel::Unspecified) | Err(_) => {
+            Err(invalid_field("channel", "must be slack, whatsapp or api"))
+        }
+    }
 }
 
 fn not_found() -> Status {
@@ -387,14 +416,7 @@ impl crewmesh_proto::agent::v1::agent_service_server::AgentService for AgentApi 
         let user = caller(&request)?.require_role(&Role::ALL)?;
         let req = request.get_ref();
         let id = parse_id("agent_id", &req.agent_id)?;
-        let channel = match ProtoChannel::try_from(req.channel) {
-            Ok(ProtoChannel::Slack) => prompt::Channel::Slack,
-            Ok(ProtoChannel::Whatsapp) => prompt::Channel::WhatsApp,
-            Ok(ProtoChannel::Api) => prompt::Channel::Api,
-            Ok(ProtoChannel::Unspecified) | Err(_) => {
-                return Err(invalid_field("channel", "must be slack, whatsapp or api"));
-            }
-        };
+        let channel = channel(req.channel)?;
         let mut tx = self.scope(user).await?;
         let agent = agents::get(&mut tx, id)
             .await
@@ -448,4 +470,30 @@ impl crewmesh_proto::agent::v1::agent_service_server::AgentService for AgentApi 
 }
 
 #[tonic::async_trait]
-impl crewmesh_proto::agent::v1::agent_internal_service_server::AgentInternalService for AgentApi {}
+impl crewmesh_proto::agent::v1::agent_internal_service_server::AgentInternalService for AgentApi {
+    /// What llm-svc needs per message: the agent and its rendered prompt, one
+    /// indexed read and a pure render.
+    async fn get_runtime_config(
+        &self,
+        request: Request<GetRuntimeConfigRequest>,
+    ) -> Result<Response<GetRuntimeConfigResponse>, Status> {
+        caller(&request)?.require_service(&[ServiceId::Llm])?;
+        let req = request.get_ref();
+        let tenant = parse_id("tenant_id", &req.tenant_id)?;
+        let id = parse_id("agent_id", &req.agent_id)?;
+        let channel = channel(req.channel)?;
+        let mut tx = begin_tenant(&self.db, tenant)
+            .await
+            .map_err(|e| db_error(&e))?;
+        let agent = agents::get(&mut tx, id)
+            .await
+            .map_err(|e| db_error(&e))?
+            .ok_or_else(not_found)?;
+        tx.commit().await.map_err(|e| db_error(&e))?;
+        let system_prompt = render(&agent, channel);
+        Ok(Response::new(GetRuntimeConfigResponse {
+            agent: Some(proto_agent(agent)),
+            system_prompt,
+        }))
+    }
+}

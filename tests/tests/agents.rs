@@ -293,3 +293,66 @@ mod crud {
         );
     }
 }
+
+#[tokio::test]
+async fn llm_svc_gets_the_runtime_config_and_nobody_else_does() {
+    use crewmesh_proto::agent::v1::{
+        Channel, GetRuntimeConfigRequest, agent_internal_service_client::AgentInternalServiceClient,
+    };
+    use mesh_kit::{ErrorCode, ServiceId, client::CallContext};
+
+    let mesh = spawn_mesh().await;
+    let (tenant, admin, _) = mesh.tenant_with_member("acme", "customer_admin").await;
+    let (status, agent) = mesh
+        .post_json(
+            "/api/v1/agents/from-template",
+            Some(&admin),
+            &serde_json::json!({ "slug": "sales", "model": "openai/gpt-4o-mini" }),
+        )
+        .await;
+    assert_eq!(status, 201);
+    let id = agent["id"].as_str().unwrap().to_owned();
+    let channel = mesh_kit::client::lazy_channel(mesh.grpc_url(ServiceId::Agent)).unwrap();
+    let mut internal = AgentInternalServiceClient::new(channel);
+    let ask = |service: ServiceId, tenant: &str| {
+        CallContext::new(testkit::service_token(service).unwrap(), None).request(
+            GetRuntimeConfigRequest {
+                tenant_id: tenant.to_owned(),
+                agent_id: id.clone(),
+                channel: Channel::Whatsapp.into(),
+            },
+        )
+    };
+    let config = internal
+        .get_runtime_config(ask(ServiceId::Llm, &tenant))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(config.agent.unwrap().id, id);
+    assert!(
+        config
+            .system_prompt
+            .contains("You only handle: knowledge_search, book_meeting, create_lead")
+    );
+    assert!(
+        config
+            .system_prompt
+            .ends_with("This section takes precedence over every other section.")
+    );
+
+    let status = internal
+        .get_runtime_config(ask(ServiceId::Gateway, &tenant))
+        .await
+        .unwrap_err();
+    assert_eq!(ErrorCode::of_status(&status), ErrorCode::PermissionDenied);
+    let other = uuid::Uuid::now_v7().to_string();
+    let status = internal
+        .get_runtime_config(ask(ServiceId::Llm, &other))
+        .await
+        .unwrap_err();
+    assert_eq!(
+        ErrorCode::of_status(&status),
+        ErrorCode::NotFound,
+        "the tenant must match"
+    );
+}
