@@ -86,10 +86,11 @@ async fn run() {
 
     // 2. The RPC.
     let database = testkit::fresh_database().await.unwrap();
-    let config = agent_svc::config::AgentConfig {
-        service: testkit::service_config(ServiceId::Agent, &database).unwrap(),
-        billing_url: "http://127.0.0.1:9".into(),
-    };
+    let mut config = agent_svc::config::AgentConfig::from_env(
+        testkit::service_config(ServiceId::Agent, &database).unwrap(),
+    )
+    .unwrap();
+    config.billing_url = "http://127.0.0.1:9".into();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!("http://{}", listener.local_addr().unwrap());
     let shutdown = Shutdown::new();

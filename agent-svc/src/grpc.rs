@@ -1,23 +1,25 @@
 //! The tonic adapters of agent-svc.
-//!
-//! The contract is sketched in full; the RPCs of features not built yet answer
-//! UNIMPLEMENTED through the generated default methods.
 
 use crewmesh_proto::{
     agent::v1::{
-        Agent as ProtoAgent, Channel as ProtoChannel, CreateAgentFromTemplateRequest,
+        Agent as ProtoAgent, BeginSlackInstallRequest, BeginSlackInstallResponse,
+        Channel as ProtoChannel, ChannelConnection as ProtoConnection, CompleteSlackInstallRequest,
+        CompleteSlackInstallResponse, CreateAgentFromTemplateRequest,
         CreateAgentFromTemplateResponse, CreateAgentRequest, CreateAgentResponse,
-        DeleteAgentRequest, DeleteAgentResponse, EscalationRules, GetAgentRequest,
+        CreateChannelRequest, CreateChannelResponse, DeleteAgentRequest, DeleteAgentResponse,
+        DeleteChannelRequest, DeleteChannelResponse, EscalationRules, GetAgentRequest,
         GetAgentResponse, GetRuntimeConfigRequest, GetRuntimeConfigResponse, GetTemplateRequest,
-        GetTemplateResponse, ListAgentsRequest, ListAgentsResponse, ListTemplatesRequest,
-        ListTemplatesResponse, PreviewSystemPromptRequest, PreviewSystemPromptResponse,
-        Template as ProtoTemplate, UpdateAgentRequest, UpdateAgentResponse,
+        GetTemplateResponse, ListAgentsRequest, ListAgentsResponse, ListChannelsRequest,
+        ListChannelsResponse, ListTemplatesRequest, ListTemplatesResponse,
+        PreviewSystemPromptRequest, PreviewSystemPromptResponse, ResolveChannelRequest,
+        ResolveChannelResponse, Template as ProtoTemplate, UpdateAgentRequest, UpdateAgentResponse,
     },
     billing::v1::{
         CheckAgentQuotaRequest, SetAgentBudgetRequest,
         billing_internal_service_client::BillingInternalServiceClient,
     },
 };
+use keyring::Keyring;
 use mesh_kit::{
     ErrorCode, Role, ServiceId,
     auth::{TokenSigner, UserCaller},
@@ -27,13 +29,18 @@ use mesh_kit::{
     server::caller,
     wire::{format_usd, parse_id, parse_opt_id, parse_usd, timestamp},
 };
+use secrecy::ExposeSecret;
 use sqlx::{PgPool, Postgres, Transaction};
+use std::sync::Arc;
 use tonic::{Request, Response, Status, transport::Channel};
 use uuid::Uuid;
 
 use crate::{
     agents::{self, Agent, AgentFields},
+    channels::{self, ChannelError, Connection, Kind, NewConnection},
+    config::SlackApp,
     prompt::{self, AgentText},
+    slack::{self, SlackError},
     templates::{self, Escalation, Template},
 };
 
@@ -42,6 +49,11 @@ pub struct AgentApi {
     pub db: PgPool,
     pub billing: BillingInternalServiceClient<Channel>,
     pub signer: TokenSigner,
+    pub keyring: Arc<Keyring>,
+    /// None when the platform has no Slack app configured.
+    pub slack: Option<SlackApp>,
+    /// For Slack's Web API; timeouts set at start-up.
+    pub http: reqwest::Client,
 }
 
 const ADMINS: &[Role] = &[Role::PlatformAdmin, Role::CustomerAdmin];
@@ -132,6 +144,69 @@ fn channel(value: i32) -> Result<prompt::Channel, Status> {
             Err(invalid_field("channel", "must be slack, whatsapp or api"))
         }
     }
+}
+
+fn channel_status(e: ChannelError) -> Status {
+    match e {
+        ChannelError::Invalid { field, reason } => invalid_field(field, reason),
+        ChannelError::AgentNotFound => invalid_field("agent_id", "no such agent in this tenant"),
+        e @ ChannelError::AlreadyConnected(_) => ErrorCode::Conflict.status(e.to_string()),
+        e @ ChannelError::NotFound => ErrorCode::NotFound.status(e.to_string()),
+        ChannelError::Database(e) => db_error(&e),
+        e @ (ChannelError::Encryption | ChannelError::Undecryptable | ChannelError::Random) => {
+            mesh_kit::error::internal("channel token", &e)
+        }
+    }
+}
+
+fn slack_status(e: SlackError) -> Status {
+    match e {
+        e @ SlackError::BadCode(_) => invalid_field("code", e.to_string()),
+        e @ SlackError::BadApp(_) => ErrorCode::FailedPrecondition.status(e.to_string()),
+        e @ (SlackError::Unreachable(_) | SlackError::Unexpected(_)) => {
+            tracing::warn!(error = %e, "Slack OAuth exchange failed");
+            ErrorCode::Unavailable.status(e.to_string())
+        }
+    }
+}
+
+/// Connections are made for Slack or WhatsApp; the API channel needs none.
+fn connection_kind(value: i32) -> Result<Kind, Status> {
+    match ProtoChannel::try_from(value) {
+        Ok(ProtoChannel::Slack) => Ok(Kind::Slack),
+        Ok(ProtoChannel::Whatsapp) => Ok(Kind::WhatsApp),
+        _ => Err(invalid_field("channel", "must be slack or whatsapp")),
+    }
+}
+
+fn proto_connection(c: Connection) -> ProtoConnection {
+    let channel = match Kind::parse(&c.channel) {
+        Some(Kind::Slack) => ProtoChannel::Slack,
+        Some(Kind::WhatsApp) => ProtoChannel::Whatsapp,
+        None => ProtoChannel::Unspecified,
+    };
+    ProtoConnection {
+        id: c.id.to_string(),
+        tenant_id: c.tenant_id.to_string(),
+        agent_id: c.agent_id.to_string(),
+        channel: channel.into(),
+        external_id: c.external_id,
+        default_channel: c.default_channel,
+        token_hint: c.token_hint,
+        created_at: Some(timestamp(c.created_at)),
+        display_name: c.display_name,
+        bot_user_id: c.bot_user_id,
+        updated_at: Some(timestamp(c.updated_at)),
+    }
+}
+
+fn slack_app(app: Option<&SlackApp>) -> Result<&SlackApp, Status> {
+    app.ok_or_else(|| {
+        ErrorCode::FailedPrecondition.status(
+            "the Slack app is not configured (set SLACK_CLIENT_ID and SLACK_CLIENT_SECRET); \
+             a bot token can still be connected with POST /api/v1/channels",
+        )
+    })
 }
 
 fn not_found() -> Status {
@@ -423,20 +498,7 @@ impl crewmesh_proto::agent::v1::agent_service_server::AgentService for AgentApi 
             .map_err(|e| db_error(&e))?
             .ok_or_else(not_found)?;
         tx.commit().await.map_err(|e| db_error(&e))?;
-        let escalation = &agent.escalation.0;
-        let text = prompt::build(
-            &AgentText {
-                name: &agent.name,
-                role_title: &agent.role_title,
-                persona: &agent.persona,
-                instructions: &agent.instructions,
-                tools: &agent.tools,
-                escalation_enabled: escalation.enabled,
-                trigger_keywords: &escalation.trigger_keywords,
-                on_human_request: escalation.on_human_request,
-            },
-            channel,
-        );
+        let text = render(&agent, channel);
         Ok(Response::new(PreviewSystemPromptResponse {
             system_prompt: text,
         }))
@@ -467,6 +529,142 @@ impl crewmesh_proto::agent::v1::agent_service_server::AgentService for AgentApi 
             template: Some(proto_template(template)),
         }))
     }
+
+    async fn create_channel(
+        &self,
+        request: Request<CreateChannelRequest>,
+    ) -> Result<Response<CreateChannelResponse>, Status> {
+        let user = caller(&request)?.require_role(ADMINS)?;
+        let req = request.get_ref();
+        let tenant = user.tenant_scope(parse_opt_id("tenant_id", &req.tenant_id)?)?;
+        let new = NewConnection {
+            agent_id: parse_id("agent_id", &req.agent_id)?,
+            kind: connection_kind(req.channel)?,
+            external_id: req.external_id.trim().to_owned(),
+            token: req.access_token.trim().to_owned().into(),
+            default_channel: req.default_channel.trim().to_owned(),
+            display_name: String::new(),
+            bot_user_id: String::new(),
+        };
+        channels::validate(&new).map_err(channel_status)?;
+        let mut tx = begin_tenant(&self.db, tenant)
+            .await
+            .map_err(|e| db_error(&e))?;
+        let created = channels::create(&mut tx, &self.keyring, tenant, &new)
+            .await
+            .map_err(channel_status)?;
+        tx.commit().await.map_err(|e| db_error(&e))?;
+        tracing::info!(%tenant, connection = %created.id, channel = %created.channel, "channel connected");
+        Ok(Response::new(CreateChannelResponse {
+            channel: Some(proto_connection(created)),
+        }))
+    }
+
+    async fn list_channels(
+        &self,
+        request: Request<ListChannelsRequest>,
+    ) -> Result<Response<ListChannelsResponse>, Status> {
+        let user = caller(&request)?.require_role(ADMINS)?;
+        let tenant = user.tenant_scope(parse_opt_id("tenant_id", &request.get_ref().tenant_id)?)?;
+        let mut tx = begin_tenant(&self.db, tenant)
+            .await
+            .map_err(|e| db_error(&e))?;
+        let listed = channels::list(&mut tx).await.map_err(channel_status)?;
+        tx.commit().await.map_err(|e| db_error(&e))?;
+        Ok(Response::new(ListChannelsResponse {
+            channels: listed.into_iter().map(proto_connection).collect(),
+        }))
+    }
+
+    async fn delete_channel(
+        &self,
+        request: Request<DeleteChannelRequest>,
+    ) -> Result<Response<DeleteChannelResponse>, Status> {
+        let user = caller(&request)?.require_role(ADMINS)?;
+        let id = parse_id("id", &request.get_ref().id)?;
+        let mut tx = self.scope(user).await?;
+        if !channels::delete(&mut tx, id)
+            .await
+            .map_err(channel_status)?
+        {
+            return Err(channel_status(ChannelError::NotFound));
+        }
+        tx.commit().await.map_err(|e| db_error(&e))?;
+        tracing::info!(connection = %id, "channel disconnected");
+        Ok(Response::new(DeleteChannelResponse {}))
+    }
+
+    async fn begin_slack_install(
+        &self,
+        request: Request<BeginSlackInstallRequest>,
+    ) -> Result<Response<BeginSlackInstallResponse>, Status> {
+        let user = caller(&request)?.require_role(ADMINS)?;
+        let req = request.get_ref();
+        let tenant = user.tenant_scope(parse_opt_id("tenant_id", &req.tenant_id)?)?;
+        let agent = parse_id("agent_id", &req.agent_id)?;
+        let app = slack_app(self.slack.as_ref())?;
+        let mut tx = begin_tenant(&self.db, tenant)
+            .await
+            .map_err(|e| db_error(&e))?;
+        let (state, expires_at) = channels::begin_install(&mut tx, tenant, agent)
+            .await
+            .map_err(channel_status)?;
+        let authorize_url = slack::authorize_url(app, &state).map_err(slack_status)?;
+        tx.commit().await.map_err(|e| db_error(&e))?;
+        Ok(Response::new(BeginSlackInstallResponse {
+            authorize_url,
+            expires_at: Some(timestamp(expires_at)),
+        }))
+    }
+
+    /// The OAuth callback's second half. The state is consumed before Slack
+    /// is called, so a replayed callback can never install twice.
+    async fn complete_slack_install(
+        &self,
+        request: Request<CompleteSlackInstallRequest>,
+    ) -> Result<Response<CompleteSlackInstallResponse>, Status> {
+        caller(&request)?.require_service(&[ServiceId::Gateway])?;
+        let app = slack_app(self.slack.as_ref())?;
+        let req = request.get_ref();
+        if req.code.is_empty() || req.code.len() > 512 {
+            return Err(invalid_field("code", "is required"));
+        }
+        if req.state.is_empty() || req.state.len() > 512 {
+            return Err(invalid_field("state", "is required"));
+        }
+        let (tenant, agent) = channels::take_install(&self.db, &req.state)
+            .await
+            .map_err(channel_status)?
+            .ok_or_else(|| {
+                invalid_field(
+                    "state",
+                    "unknown, used or expired install; start the install again from the portal",
+                )
+            })?;
+        let installation = slack::exchange_code(&self.http, app, &req.code)
+            .await
+            .map_err(slack_status)?;
+        let new = NewConnection {
+            agent_id: agent,
+            kind: Kind::Slack,
+            external_id: installation.team_id,
+            token: installation.bot_token,
+            default_channel: String::new(),
+            display_name: installation.team_name,
+            bot_user_id: installation.bot_user_id,
+        };
+        let mut tx = begin_tenant(&self.db, tenant)
+            .await
+            .map_err(|e| db_error(&e))?;
+        let connection = channels::install(&mut tx, &self.keyring, tenant, &new)
+            .await
+            .map_err(channel_status)?;
+        tx.commit().await.map_err(|e| db_error(&e))?;
+        tracing::info!(%tenant, connection = %connection.id, team = %connection.external_id, "Slack app installed");
+        Ok(Response::new(CompleteSlackInstallResponse {
+            channel: Some(proto_connection(connection)),
+        }))
+    }
 }
 
 #[tonic::async_trait]
@@ -494,6 +692,34 @@ impl crewmesh_proto::agent::v1::agent_internal_service_server::AgentInternalServ
         Ok(Response::new(GetRuntimeConfigResponse {
             agent: Some(proto_agent(agent)),
             system_prompt,
+        }))
+    }
+
+    /// Which tenant and agent an inbound event is for, and the token to
+    /// answer with. Only the gateway receives inbound events.
+    async fn resolve_channel(
+        &self,
+        request: Request<ResolveChannelRequest>,
+    ) -> Result<Response<ResolveChannelResponse>, Status> {
+        caller(&request)?.require_service(&[ServiceId::Gateway])?;
+        let req = request.get_ref();
+        let kind = connection_kind(req.channel)?;
+        if req.external_id.is_empty() {
+            return Err(invalid_field("external_id", "is required"));
+        }
+        let resolved = channels::resolve(&self.db, &self.keyring, kind, &req.external_id)
+            .await
+            .map_err(channel_status)?
+            .ok_or_else(|| {
+                ErrorCode::NotFound.status("no channel connection for this identifier")
+            })?;
+        Ok(Response::new(ResolveChannelResponse {
+            tenant_id: resolved.tenant_id.to_string(),
+            agent_id: resolved.agent_id.to_string(),
+            connection_id: resolved.connection_id.to_string(),
+            access_token: resolved.token.expose_secret().to_owned(),
+            default_channel: resolved.default_channel,
+            bot_user_id: resolved.bot_user_id,
         }))
     }
 }

@@ -1,8 +1,10 @@
 //! agent-svc: agents, the global template catalogue, the system-prompt builder and channel connections.
 
 pub mod agents;
+pub mod channels;
 pub mod config;
 pub mod grpc;
 pub mod prompt;
+pub mod slack;
 pub mod startup;
 pub mod templates;

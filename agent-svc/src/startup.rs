@@ -12,6 +12,8 @@ use mesh_kit::{
     server::GrpcService,
     service::{ServiceConfig, Storage},
 };
+use std::time::Duration;
+
 use tokio::net::TcpListener;
 
 use crewmesh_proto::billing::v1::billing_internal_service_client::BillingInternalServiceClient;
@@ -36,7 +38,7 @@ pub async fn serve(
     listener: TcpListener,
     shutdown: Shutdown,
 ) -> anyhow::Result<()> {
-    serve_with(AgentConfig::from_env(config), listener, shutdown).await
+    serve_with(AgentConfig::from_env(config)?, listener, shutdown).await
 }
 
 pub async fn serve_with(
@@ -46,6 +48,13 @@ pub async fn serve_with(
 ) -> anyhow::Result<()> {
     let billing = mesh_kit::client::lazy_channel(&config.billing_url)?;
     let signer = config.service.keyring.signer.clone();
+    // Slack's token endpoint answers in well under a second; a hung call
+    // would otherwise hold the admin's browser on the callback.
+    let http = reqwest::Client::builder()
+        .connect_timeout(Duration::from_secs(5))
+        .timeout(Duration::from_secs(15))
+        .build()?;
+    let (keyring, slack) = (config.keyring, config.slack);
     mesh_kit::service::serve_with_storage(
         config.service,
         listener,
@@ -56,6 +65,9 @@ pub async fn serve_with(
                 db: resources.db,
                 billing: BillingInternalServiceClient::new(billing),
                 signer,
+                keyring,
+                slack,
+                http,
             };
             GrpcService::new(FILE_DESCRIPTOR_SET)
                 .with(AgentServiceServer::new(api.clone()))

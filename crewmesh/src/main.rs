@@ -10,6 +10,7 @@ use mesh_kit::{
     ServiceId, Shutdown,
     auth::{PUBLIC_KEYS_ENV, SIGNING_KEY_ENV, SigningKey},
     config::{Environment, listen_addr},
+    secrets::Progress,
     service::ServiceConfig,
 };
 use secrecy::ExposeSecret as _;
@@ -92,11 +93,12 @@ const GRPC_SERVICES: [Grpc; 5] = [
         addr_env: agent_svc::startup::ADDR_ENV,
         port: agent_svc::startup::DEFAULT_PORT,
         serve: |c, l, s, bound| {
-            let config = agent_svc::config::AgentConfig {
-                service: c,
-                billing_url: url_in(bound, ServiceId::Billing),
-            };
-            Box::pin(agent_svc::startup::serve_with(config, l, s))
+            let billing_url = url_in(bound, ServiceId::Billing);
+            Box::pin(async move {
+                let mut config = agent_svc::config::AgentConfig::from_env(c)?;
+                config.billing_url = billing_url;
+                agent_svc::startup::serve_with(config, l, s).await
+            })
         },
     },
     Grpc {
@@ -232,7 +234,7 @@ async fn wait_serving(services: &[(ServiceId, String)], timeout: Duration) -> an
             }
             if tokio::time::Instant::now() > deadline {
                 bail!(
-                    "{id} did not report SERVING within {timeout:?}: check that PostgreSQL and Redis are up (`scripts/up` starts them)"
+                    "{id} did not report SERVING within {timeout:?}: check that PostgreSQL, Redis and the S3 storage (S3_ENDPOINT) are up (`scripts/up` starts all three)"
                 );
             }
             tokio::time::sleep(Duration::from_millis(200)).await;
@@ -268,22 +270,45 @@ async fn rotate_keys(batch: i64) -> anyhow::Result<()> {
     }
     let environment = Environment::from_env()?;
     mesh_kit::telemetry::init(environment);
-    let config = ServiceConfig::from_env(ServiceId::Billing)?;
-    let keyring = billing_svc::config::keyring_from_env(environment)?;
-    let resources = mesh_kit::service::connect(&config, &billing_svc::startup::STORAGE).await?;
+    let keyring = mesh_kit::secrets::keyring_from_env(environment)?;
+    let report = |what: &'static str| {
+        move |p: Progress| {
+            println!(
+                "  {what}: {}/{} scanned, {} re-encrypted",
+                p.scanned, p.total, p.rotated
+            );
+        }
+    };
+    let mut done = Vec::new();
+
     println!("re-encrypting LLM keys under the newest key…");
-    let done = billing_svc::rotation::rotate_llm_keys(&resources.db, &keyring, batch, |p| {
-        println!(
-            "  llm_keys: {}/{} scanned, {} re-encrypted",
-            p.scanned, p.total, p.rotated
-        );
-    })
+    let config = ServiceConfig::from_env(ServiceId::Billing)?;
+    let billing = mesh_kit::service::connect(&config, &billing_svc::startup::STORAGE).await?;
+    let progress =
+        billing_svc::rotation::rotate_llm_keys(&billing.db, &keyring, batch, report("llm_keys"))
+            .await?;
+    done.push(("LLM keys", progress));
+
+    println!("re-encrypting channel tokens under the newest key…");
+    let config = ServiceConfig::from_env(ServiceId::Agent)?;
+    let agent = mesh_kit::service::connect(&config, &agent_svc::startup::STORAGE).await?;
+    let progress = agent_svc::channels::rotate_tokens(
+        &agent.db,
+        &keyring,
+        batch,
+        report("channel_connections"),
+    )
     .await?;
-    println!(
-        "done: {} of {} LLM keys re-encrypted ({} were already current). The old key can be removed now.",
-        done.rotated,
-        done.total,
-        done.scanned - done.rotated
-    );
+    done.push(("channel tokens", progress));
+
+    for (what, p) in done {
+        println!(
+            "done: {} of {} {what} re-encrypted ({} were already current).",
+            p.rotated,
+            p.total,
+            p.scanned - p.rotated
+        );
+    }
+    println!("Every stored secret is under the newest key: the old key can be removed now.");
     Ok(())
 }

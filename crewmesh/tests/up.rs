@@ -94,6 +94,35 @@ async fn rotate_keys_reencrypts_every_secret_and_reports_progress() {
     billing_svc::llm_keys::create(&db, &before, tenant, "openai", "sk-rotate-me", None)
         .await
         .unwrap();
+    let agent_config = testkit::service_config(ServiceId::Agent, &database).unwrap();
+    let agent_db = connect(&agent_config, &agent_svc::startup::STORAGE)
+        .await
+        .unwrap()
+        .db;
+    let agent = uuid::Uuid::now_v7();
+    let mut tx = mesh_kit::db::begin_tenant(&agent_db, tenant).await.unwrap();
+    sqlx::query(
+        "INSERT INTO agents (id, tenant_id, name, model, budget_limit_nanos)
+         VALUES ($1, $2, 'Ada', 'openai/gpt-4o-mini', 0)",
+    )
+    .bind(agent)
+    .bind(tenant)
+    .execute(&mut *tx)
+    .await
+    .unwrap();
+    let connection = agent_svc::channels::NewConnection {
+        agent_id: agent,
+        kind: agent_svc::channels::Kind::WhatsApp,
+        external_id: "106540352242922".into(),
+        token: "EAAG-rotate-me-too".to_owned().into(),
+        default_channel: String::new(),
+        display_name: String::new(),
+        bot_user_id: String::new(),
+    };
+    agent_svc::channels::create(&mut tx, &before, tenant, &connection)
+        .await
+        .unwrap();
+    tx.commit().await.unwrap();
 
     let output = Command::new(env!("CARGO_BIN_EXE_crewmesh"))
         .args(["rotate-keys", "--batch", "1"])
@@ -113,11 +142,26 @@ async fn rotate_keys_reencrypts_every_secret_and_reports_progress() {
         stdout.contains("llm_keys: 1/1 scanned, 1 re-encrypted"),
         "{stdout}"
     );
-    assert!(stdout.contains("done: 1 of 1"), "{stdout}");
+    assert!(
+        stdout.contains("channel_connections: 1/1 scanned, 1 re-encrypted"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("done: 1 of 1 LLM keys"), "{stdout}");
+    assert!(stdout.contains("done: 1 of 1 channel tokens"), "{stdout}");
 
     let after = Keyring::parse(&new).unwrap();
     let secret = billing_svc::llm_keys::secret(&db, &after, tenant, "openai")
         .await
         .unwrap();
     assert_eq!(secret.api_key, "sk-rotate-me");
+    let resolved = agent_svc::channels::resolve(
+        &agent_db,
+        &after,
+        agent_svc::channels::Kind::WhatsApp,
+        "106540352242922",
+    )
+    .await
+    .unwrap()
+    .unwrap();
+    assert_eq!(resolved.token.expose_secret(), "EAAG-rotate-me-too");
 }

@@ -59,6 +59,18 @@ impl RequestMeta {
     pub fn anonymous(&self) -> CallContext {
         CallContext::new(String::new(), self.traceparent.clone())
     }
+
+    /// Context for a call in the gateway's own name: internal RPCs made on
+    /// behalf of verified webhooks and OAuth callbacks, which carry no user.
+    pub fn as_gateway(&self, signer: &TokenSigner) -> Result<CallContext, ApiError> {
+        let token = signer.service_token().map_err(|e| {
+            self.error(&mesh_kit::error::internal(
+                "signing the gateway's service token",
+                &e,
+            ))
+        })?;
+        Ok(CallContext::new(token, self.traceparent.clone()))
+    }
 }
 
 impl FromRequestParts<AppState> for RequestMeta {

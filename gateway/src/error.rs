@@ -70,8 +70,22 @@ impl ApiError {
         }
     }
 
+    /// Names the offending input field.
+    pub fn with_field(mut self, field: Option<String>) -> ApiError {
+        self.field = field;
+        self
+    }
+
     pub fn code(&self) -> ErrorCode {
         self.code
+    }
+
+    pub fn message(&self) -> &str {
+        &self.message
+    }
+
+    pub fn request_id(&self) -> &str {
+        &self.request_id
     }
 }
 

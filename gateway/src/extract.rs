@@ -32,8 +32,52 @@ where
                         other.body_text()
                     ),
                 };
-                Err(ApiError::new(ErrorCode::InvalidArgument, message, &id))
+                let field = match &rejection {
+                    JsonRejection::JsonDataError(e) => field_of(&e.body_text()),
+                    _ => None,
+                };
+                Err(ApiError::new(ErrorCode::InvalidArgument, message, &id).with_field(field))
             }
         }
+    }
+}
+
+/// The offending field of a deserialization error, so clients can point at
+/// it: axum reports `…target type: <path>: <serde message>`, where a missing
+/// field has the path `.` and its name in backticks.
+fn field_of(text: &str) -> Option<String> {
+    let detail = text.split_once("target type: ")?.1;
+    let (path, message) = detail.split_once(": ")?;
+    if path != "." {
+        return Some(path.to_owned());
+    }
+    let rest = message.strip_prefix("missing field `")?;
+    Some(rest.split_once('`')?.0.to_owned())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::field_of;
+
+    #[test]
+    fn fields_are_named_from_the_error() {
+        let prefix = "Failed to deserialize the JSON body into the target type: ";
+        assert_eq!(
+            field_of(&format!(
+                "{prefix}channel: unknown variant `telegram`, expected `slack` or `whatsapp` at line 1 column 9"
+            )),
+            Some("channel".into())
+        );
+        assert_eq!(
+            field_of(&format!("{prefix}escalation.enabled: invalid type: string")),
+            Some("escalation.enabled".into())
+        );
+        assert_eq!(
+            field_of(&format!(
+                "{prefix}.: missing field `agent_id` at line 1 column 2"
+            )),
+            Some("agent_id".into())
+        );
+        assert_eq!(field_of("Failed to parse the request body as JSON"), None);
     }
 }

@@ -33,8 +33,8 @@ use crate::{
     error::{ApiError, REQUEST_ID_HEADER, request_id},
     openapi::ApiDoc,
     routes::{
-        agents, api_keys, audit, billing, health, llm_keys, me, sessions, templates, tenants,
-        usage, users,
+        agents, api_keys, audit, billing, channels, health, llm_keys, me, sessions, templates,
+        tenants, usage, users,
     },
 };
 
@@ -170,6 +170,10 @@ pub fn api() -> (Router<AppState>, utoipa::openapi::OpenApi) {
         .routes(routes!(agents::system_prompt))
         .routes(routes!(templates::list_templates))
         .routes(routes!(templates::get_template))
+        .routes(routes!(channels::create_channel, channels::list_channels))
+        .routes(routes!(channels::delete_channel))
+        .routes(routes!(channels::begin_slack_install))
+        .routes(routes!(channels::slack_callback))
         .routes(routes!(usage::budget_status))
         .routes(routes!(usage::daily))
         .routes(routes!(usage::conversations))

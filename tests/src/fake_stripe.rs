@@ -57,7 +57,7 @@ fn decode(s: &str) -> String {
     String::from_utf8_lossy(&out).into_owned()
 }
 
-fn form_urlencoded_pairs(body: &str) -> Vec<(String, String)> {
+pub(crate) fn form_urlencoded_pairs(body: &str) -> Vec<(String, String)> {
     body.split('&')
         .filter(|p| !p.is_empty())
         .map(|pair| {

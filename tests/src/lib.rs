@@ -3,6 +3,7 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+pub mod fake_slack;
 pub mod fake_stripe;
 
 use std::{net::SocketAddr, time::Duration};
@@ -19,6 +20,8 @@ pub struct Mesh {
     pub http: reqwest::Client,
     /// The Redis Stream identity-svc's outbox publishes to (unique per mesh).
     pub events_stream: String,
+    /// The mesh's own database, for tests that inspect what is stored.
+    pub database: secrecy::SecretString,
     shutdown: Shutdown,
 }
 
@@ -173,6 +176,8 @@ pub struct MeshOptions {
     pub failed_logins_per_address: u32,
     /// Base URL of a Stripe stand-in; None leaves Stripe unconfigured.
     pub stripe_api_base: Option<String>,
+    /// `SLACK_API_BASE` of a Slack stand-in; None leaves the Slack app unconfigured.
+    pub slack_api_base: Option<String>,
 }
 
 impl Default for MeshOptions {
@@ -182,6 +187,7 @@ impl Default for MeshOptions {
             failed_logins_per_account: 5,
             failed_logins_per_address: 20,
             stripe_api_base: None,
+            slack_api_base: None,
         }
     }
 }
@@ -249,17 +255,6 @@ pub async fn spawn_mesh_with(options: MeshOptions) -> Mesh {
             )
             .unwrap()
         });
-        config.stripe = options.stripe_api_base.as_deref().map(|base| {
-            let prices = billing_svc::stripe_api::parse_prices(
-                "starter=price_starter,growth=price_growth,scale=price_scale",
-            );
-            billing_svc::stripe_api::StripeApi::new(
-                &fake_stripe::SECRET_KEY.to_owned().into(),
-                base,
-                prices,
-            )
-            .unwrap()
-        });
         let (listener, addr) = loopback().await;
         let stop = shutdown.clone();
         tokio::spawn(async move {
@@ -275,10 +270,21 @@ pub async fn spawn_mesh_with(options: MeshOptions) -> Mesh {
             .find(|(s, _)| *s == ServiceId::Billing)
             .map(|(_, u)| u.clone())
             .unwrap();
-        let config = agent_svc::config::AgentConfig {
-            service: testkit::service_config(ServiceId::Agent, &database).unwrap(),
-            billing_url,
-        };
+        let mut config = agent_svc::config::AgentConfig::from_env(
+            testkit::service_config(ServiceId::Agent, &database).unwrap(),
+        )
+        .unwrap();
+        config.billing_url = billing_url;
+        config.slack = options
+            .slack_api_base
+            .as_deref()
+            .map(|base| agent_svc::config::SlackApp {
+                api_base: base.to_owned(),
+                client_id: fake_slack::CLIENT_ID.to_owned(),
+                client_secret: fake_slack::CLIENT_SECRET.to_owned().into(),
+                redirect_uri: Some(fake_slack::REDIRECT_URI.to_owned()),
+                scopes: agent_svc::config::DEFAULT_SLACK_SCOPES.to_owned(),
+            });
         let (listener, addr) = loopback().await;
         let stop = shutdown.clone();
         tokio::spawn(async move {
@@ -321,6 +327,7 @@ pub async fn spawn_mesh_with(options: MeshOptions) -> Mesh {
         grpc,
         http: reqwest::Client::new(),
         events_stream,
+        database: database.clone(),
         shutdown,
     };
     let ready = mesh.url("/readyz");

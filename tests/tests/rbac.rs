@@ -89,6 +89,16 @@ async fn rbac_matrix() {
         .await;
     assert_eq!(status, 201, "{llm_key}");
     let other_llm_key = llm_key["id"].as_str().unwrap().to_owned();
+    let (status, channel) = mesh
+        .post_json(
+            "/api/v1/channels",
+            Some(&admin),
+            &json!({ "agent_id": other_agent, "channel": "whatsapp", "external_id": "1065403529",
+                     "access_token": "EAAG-other", "tenant_id": other }),
+        )
+        .await;
+    assert_eq!(status, 201, "{channel}");
+    let other_channel = channel["id"].as_str().unwrap().to_owned();
 
     let new_tenant: Body = Box::new(|| json!({ "slug": format!("t-{}", unique()), "name": "New" }));
     let invite_to = |tenant: String| -> Body {
@@ -118,6 +128,17 @@ async fn rbac_matrix() {
             let provider = format!("p{}", &unique()[..12]);
             json!({ "provider": provider, "api_key": "sk-x", "tenant_id": tenant })
         })
+    };
+    // A WhatsApp number per call: a number belongs to one connection.
+    let channel_for = |tenant: String, agent: String| -> Body {
+        Box::new(move || {
+            let number = format!("1{:014}", Uuid::new_v4().as_u128() % 100_000_000_000_000);
+            json!({ "agent_id": agent, "channel": "whatsapp", "external_id": number,
+                    "access_token": "EAAG-x", "tenant_id": tenant })
+        })
+    };
+    let install_for = |tenant: String, agent: String| -> Body {
+        Box::new(move || json!({ "agent_id": agent, "tenant_id": tenant }))
     };
     let impersonate_other = json!({ "tenant_id": other, "user_id": other_user });
 
@@ -370,6 +391,50 @@ async fn rbac_matrix() {
             "/api/v1/billing/checkout".into(),
             Some(checkout_for(other.clone())),
             [401, 409, 404, 403],
+        ),
+        // channels: connect, list, delete, Slack install — platform, own tenant's admins
+        (
+            Method::POST,
+            "/api/v1/channels".into(),
+            Some(channel_for(own.clone(), own_agent.clone())),
+            [401, 201, 201, 403],
+        ),
+        (
+            Method::POST,
+            "/api/v1/channels".into(),
+            Some(channel_for(other.clone(), other_agent.clone())),
+            [401, 201, 404, 403],
+        ),
+        (
+            Method::GET,
+            format!("/api/v1/channels?tenant_id={own}"),
+            None,
+            [401, 200, 200, 403],
+        ),
+        (
+            Method::GET,
+            format!("/api/v1/channels?tenant_id={other}"),
+            None,
+            [401, 200, 404, 403],
+        ),
+        // No Slack app in this mesh: allowed callers learn it is not configured.
+        (
+            Method::POST,
+            "/api/v1/channels/slack/install".into(),
+            Some(install_for(own.clone(), own_agent.clone())),
+            [401, 409, 409, 403],
+        ),
+        (
+            Method::POST,
+            "/api/v1/channels/slack/install".into(),
+            Some(install_for(other.clone(), other_agent.clone())),
+            [401, 409, 404, 403],
+        ),
+        (
+            Method::DELETE,
+            format!("/api/v1/channels/{other_channel}"),
+            None,
+            [401, 204, 404, 403],
         ),
         // agents: delete — operators refused, strangers see 404, the platform admin deletes
         (

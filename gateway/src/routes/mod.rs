@@ -5,6 +5,7 @@ pub mod agents;
 pub mod api_keys;
 pub mod audit;
 pub mod billing;
+pub mod channels;
 pub mod health;
 pub mod llm_keys;
 pub mod me;

@@ -6,7 +6,7 @@
 use aws_lc_rs::hmac;
 use axum::{Json, body::Bytes, extract::State, http::HeaderMap};
 use crewmesh_proto::billing::v1::HandleStripeEventRequest;
-use mesh_kit::{ErrorCode, client::CallContext};
+use mesh_kit::ErrorCode;
 use secrecy::ExposeSecret;
 use serde::Serialize;
 use utoipa::ToSchema;
@@ -128,20 +128,15 @@ pub async fn receive(
         tracing::warn!(error = %e, "Stripe webhook refused");
         fail(ErrorCode::Unauthenticated, e.to_string())
     })?;
-    let token = state.signer.service_token().map_err(|e| {
-        meta.error(&mesh_kit::error::internal(
-            "signing the gateway's service token",
-            &e,
-        ))
-    })?;
     let handled = state
         .billing_internal
         .clone()
-        .handle_stripe_event(CallContext::new(token, meta.traceparent.clone()).request(
-            HandleStripeEventRequest {
-                payload: body.to_vec(),
-            },
-        ))
+        .handle_stripe_event(
+            meta.as_gateway(&state.signer)?
+                .request(HandleStripeEventRequest {
+                    payload: body.to_vec(),
+                }),
+        )
         .await
         .map_err(|s| meta.error(&s))?
         .into_inner();
