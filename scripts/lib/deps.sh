@@ -77,8 +77,41 @@ ensure_database() {
   fi
 }
 
+# The S3-compatible server media-svc stores objects in during development and
+# tests: s3s-fs, with the same defaults as media-svc's config. A user-set
+# S3_ENDPOINT names their own storage, and nothing is started.
+S3S_FS_VERSION=0.14.1
+s3_ready() { (exec 3<>/dev/tcp/127.0.0.1/8014) 2>/dev/null; }
+
+ensure_s3() {
+  if [ -n "${S3_ENDPOINT:-}" ] && [ "${S3_ENDPOINT%/}" != "http://127.0.0.1:8014" ]; then
+    say "S3_ENDPOINT=$S3_ENDPOINT is set: using that storage, not starting a local one"
+    return 0
+  fi
+  if s3_ready; then return 0; fi
+  local bin
+  bin=$(command -v s3s-fs 2>/dev/null || true)
+  if [ -z "$bin" ] && [ -x "$HOME/.cargo/bin/s3s-fs" ]; then bin="$HOME/.cargo/bin/s3s-fs"; fi
+  if [ -z "$bin" ]; then
+    say "installing s3s-fs $S3S_FS_VERSION, the local S3-compatible server (cargo install, about 2 minutes, once)"
+    cargo install "s3s-fs@$S3S_FS_VERSION" --features binary --locked --quiet
+    bin="${CARGO_HOME:-$HOME/.cargo}/bin/s3s-fs"
+  fi
+  local data=${CREWMESH_S3_DATA:-/tmp/crewmesh-s3}
+  local log=${CREWMESH_S3_LOG:-/tmp/crewmesh-s3.log}
+  mkdir -p "$data"
+  say "starting s3s-fs on 127.0.0.1:8014 (data in $data, log in $log)"
+  # setsid: the server outlives the script that started it, like the system services.
+  setsid nohup "$bin" --host 127.0.0.1 --port 8014 \
+    --access-key "${AWS_ACCESS_KEY_ID:-crewmesh-dev}" \
+    --secret-key "${AWS_SECRET_ACCESS_KEY:-crewmesh-dev-secret}" \
+    "$data" >"$log" 2>&1 </dev/null &
+  wait_for s3_ready 30 || { say "s3s-fs did not start; see $log"; return 1; }
+}
+
 ensure_all() {
   ensure_protoc
   ensure_postgres
   ensure_redis
+  ensure_s3
 }

@@ -67,6 +67,44 @@ impl Dependencies {
     }
 }
 
+/// A dependency only the service itself knows how to probe (object storage,
+/// …); readiness waits for it as it does for the database and Redis.
+#[derive(Clone)]
+pub struct ReadinessCheck {
+    pub name: &'static str,
+    check: std::sync::Arc<dyn Fn() -> BoxFuture<(), String> + Send + Sync>,
+}
+
+impl ReadinessCheck {
+    /// `check` answers `Err(reason)` while the dependency is unusable.
+    pub fn new<F, Fut>(name: &'static str, check: F) -> ReadinessCheck
+    where
+        F: Fn() -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<(), String>> + Send + 'static,
+    {
+        ReadinessCheck {
+            name,
+            check: std::sync::Arc::new(move || Box::pin(check())),
+        }
+    }
+
+    async fn run(&self) -> Result<(), String> {
+        match tokio::time::timeout(READINESS_TIMEOUT, (self.check)()).await {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(e)) => Err(format!("{}: {e}", self.name)),
+            Err(_) => Err(format!("{}: timed out", self.name)),
+        }
+    }
+}
+
+impl std::fmt::Debug for ReadinessCheck {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ReadinessCheck")
+            .field("name", &self.name)
+            .finish_non_exhaustive()
+    }
+}
+
 /// What a service hands to [`serve`].
 #[derive(Debug)]
 pub struct GrpcService {
@@ -76,6 +114,8 @@ pub struct GrpcService {
     pub public_methods: Vec<&'static str>,
     pub routes: Routes,
     pub file_descriptor_set: &'static [u8],
+    /// Dependencies beyond the database and Redis that readiness waits for.
+    pub readiness: Vec<ReadinessCheck>,
 }
 
 impl GrpcService {
@@ -85,6 +125,7 @@ impl GrpcService {
             public_methods: Vec::new(),
             routes: Routes::default(),
             file_descriptor_set,
+            readiness: Vec::new(),
         }
     }
 
@@ -113,6 +154,12 @@ impl GrpcService {
     /// handlers get no [`Caller`] and must not need one.
     pub fn public(mut self, paths: &[&'static str]) -> GrpcService {
         self.public_methods.extend_from_slice(paths);
+        self
+    }
+
+    /// Health stays NOT_SERVING while `check` fails.
+    pub fn readiness(mut self, check: ReadinessCheck) -> GrpcService {
+        self.readiness.push(check);
         self
     }
 }
@@ -155,6 +202,7 @@ pub async fn serve(
         reporter.clone(),
         health_names.clone(),
         dependencies,
+        service.readiness,
         shutdown.clone(),
     ));
 
@@ -189,11 +237,19 @@ async fn watch_readiness(
     reporter: HealthReporter,
     names: Vec<&'static str>,
     dependencies: Dependencies,
+    checks: Vec<ReadinessCheck>,
     shutdown: Shutdown,
 ) {
     let mut serving = false;
     loop {
-        let now_ready = match dependencies.check().await {
+        let mut result = dependencies.check().await;
+        for check in &checks {
+            if result.is_err() {
+                break;
+            }
+            result = check.run().await;
+        }
+        let now_ready = match result {
             Ok(()) => true,
             Err(reason) => {
                 if serving {
