@@ -76,6 +76,22 @@ impl ApiError {
         self
     }
 
+    /// Names the field as the client sent it where a route's parameter and the
+    /// service's field differ, so `field` points at something in the request.
+    pub fn renaming_field(mut self, service: &str, client: &str) -> ApiError {
+        if self.field.as_deref() == Some(service) {
+            if let Some(reason) = self
+                .message
+                .strip_prefix(service)
+                .and_then(|rest| rest.strip_prefix(": "))
+            {
+                self.message = format!("{client}: {reason}");
+            }
+            self.field = Some(client.to_owned());
+        }
+        self
+    }
+
     pub fn code(&self) -> ErrorCode {
         self.code
     }
@@ -124,6 +140,18 @@ mod tests {
         assert_eq!(err.code(), ErrorCode::InvalidArgument);
         let response = err.into_response();
         assert_eq!(response.status(), StatusCode::UNPROCESSABLE_ENTITY);
+
+        let renamed = ApiError::from_status(
+            &mesh_kit::error::invalid_field("expires_in_seconds", "is too long"),
+            "r3",
+        )
+        .renaming_field("expires_in_seconds", "expires_in");
+        assert_eq!(renamed.field.as_deref(), Some("expires_in"));
+        assert_eq!(renamed.message, "expires_in: is too long");
+        let untouched =
+            ApiError::from_status(&mesh_kit::error::invalid_field("id", "is not a UUID"), "r4")
+                .renaming_field("expires_in_seconds", "expires_in");
+        assert_eq!(untouched.field.as_deref(), Some("id"));
 
         let hidden = ApiError::from_status(&tonic::Status::internal("db password wrong"), "r2");
         assert!(!hidden.message.contains("password"));

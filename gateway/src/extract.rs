@@ -43,11 +43,16 @@ where
 }
 
 /// The offending field of a deserialization error, so clients can point at
-/// it: axum reports `…target type: <path>: <serde message>`, where a missing
-/// field has the path `.` and its name in backticks.
+/// it: axum reports `…target type: <path>: <serde message>`, leaving the path
+/// out (or `.`) at the top level, where a missing field has its name in
+/// backticks.
 fn field_of(text: &str) -> Option<String> {
     let detail = text.split_once("target type: ")?.1;
-    let (path, message) = detail.split_once(": ")?;
+    let (path, message) = match detail.split_once(": ") {
+        // Paths hold no spaces; top-level serde messages ("invalid type: …") do.
+        Some((path, message)) if !path.contains(char::is_whitespace) => (path, message),
+        _ => (".", detail),
+    };
     if path != "." {
         return Some(path.to_owned());
     }
@@ -77,6 +82,18 @@ mod tests {
                 "{prefix}.: missing field `agent_id` at line 1 column 2"
             )),
             Some("agent_id".into())
+        );
+        assert_eq!(
+            field_of(&format!(
+                "{prefix}missing field `content_type` at line 1 column 17"
+            )),
+            Some("content_type".into())
+        );
+        assert_eq!(
+            field_of(&format!(
+                "{prefix}invalid type: sequence, expected struct NewUpload at line 1 column 0"
+            )),
+            None
         );
         assert_eq!(field_of("Failed to parse the request body as JSON"), None);
     }

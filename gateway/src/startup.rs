@@ -9,6 +9,7 @@ use crewmesh_proto::{
         billing_service_client::BillingServiceClient,
     },
     identity::v1::identity_service_client::IdentityServiceClient,
+    media::v1::media_service_client::MediaServiceClient,
 };
 use mesh_kit::{
     ErrorCode, ServiceId, Shutdown,
@@ -33,8 +34,8 @@ use crate::{
     error::{ApiError, REQUEST_ID_HEADER, request_id},
     openapi::ApiDoc,
     routes::{
-        agents, api_keys, audit, billing, channels, health, llm_keys, me, sessions, templates,
-        tenants, usage, users,
+        agents, api_keys, audit, billing, channels, health, llm_keys, me, media, sessions,
+        templates, tenants, usage, users,
     },
 };
 
@@ -100,6 +101,7 @@ pub struct AppState {
     pub billing: BillingServiceClient<Channel>,
     pub agents: AgentServiceClient<Channel>,
     pub billing_internal: BillingInternalServiceClient<Channel>,
+    pub media: MediaServiceClient<Channel>,
     /// The gateway's own service identity, for internal RPCs.
     pub signer: TokenSigner,
     pub stripe_webhook_secret: Option<SecretString>,
@@ -115,12 +117,13 @@ impl AppState {
         let identity = lazy_channel(&u.identity)?;
         let billing = lazy_channel(&u.billing)?;
         let agent = lazy_channel(&u.agent)?;
+        let media = lazy_channel(&u.media)?;
         let upstreams = vec![
             ("identity-svc", identity.clone()),
             ("agent-svc", agent.clone()),
             ("llm-svc", lazy_channel(&u.llm)?),
             ("billing-svc", billing.clone()),
-            ("media-svc", lazy_channel(&u.media)?),
+            ("media-svc", media.clone()),
         ];
         Ok(AppState {
             verifier: config.service.keyring.verifier.clone(),
@@ -130,6 +133,7 @@ impl AppState {
             billing: BillingServiceClient::new(billing.clone()),
             agents: AgentServiceClient::new(agent),
             billing_internal: BillingInternalServiceClient::new(billing),
+            media: MediaServiceClient::new(media),
             signer: config.service.keyring.signer.clone(),
             stripe_webhook_secret: config.stripe_webhook_secret.clone(),
             upstreams,
@@ -177,6 +181,9 @@ pub fn api() -> (Router<AppState>, utoipa::openapi::OpenApi) {
         .routes(routes!(usage::budget_status))
         .routes(routes!(usage::daily))
         .routes(routes!(usage::conversations))
+        .routes(routes!(media::create_upload))
+        .routes(routes!(media::get_media))
+        .routes(routes!(media::get_download_url))
         .routes(routes!(crate::webhooks::stripe::receive))
         .split_for_parts()
 }

@@ -187,6 +187,9 @@ async fn the_edge_documents_itself_and_answers_unknown_routes_in_json() {
         ("delete", "/api/v1/channels/{id}"),
         ("post", "/api/v1/channels/slack/install"),
         ("get", "/oauth/slack/callback"),
+        ("post", "/api/v1/media/uploads"),
+        ("get", "/api/v1/media/{id}"),
+        ("get", "/api/v1/media/{id}/url"),
         ("get", "/healthz"),
         ("get", "/readyz"),
     ];
@@ -219,6 +222,13 @@ async fn the_edge_documents_itself_and_answers_unknown_routes_in_json() {
             assert!(
                 op["requestBody"]["content"]["application/json"]["schema"].is_object(),
                 "{method} {path} documents no request shape"
+            );
+        }
+        // Whatever takes input can refuse it, and says so.
+        if method == "post" || method == "patch" {
+            assert!(
+                responses.contains_key("422"),
+                "{method} {path} does not document its 422"
             );
         }
     }

@@ -99,6 +99,13 @@ async fn rbac_matrix() {
         .await;
     assert_eq!(status, 201, "{channel}");
     let other_channel = channel["id"].as_str().unwrap().to_owned();
+    // Uploaded, so a download URL is granted rather than refused as pending.
+    let own_media = mesh
+        .upload_media(&admin, &own, "image/png", vec![7; 64])
+        .await;
+    let other_media = mesh
+        .upload_media(&admin, &other, "image/png", vec![7; 64])
+        .await;
 
     let new_tenant: Body = Box::new(|| json!({ "slug": format!("t-{}", unique()), "name": "New" }));
     let invite_to = |tenant: String| -> Body {
@@ -139,6 +146,11 @@ async fn rbac_matrix() {
     };
     let install_for = |tenant: String, agent: String| -> Body {
         Box::new(move || json!({ "agent_id": agent, "tenant_id": tenant }))
+    };
+    let upload_to = |tenant: String| -> Body {
+        Box::new(
+            move || json!({ "content_type": "image/png", "size_bytes": 64, "tenant_id": tenant }),
+        )
     };
     let impersonate_other = json!({ "tenant_id": other, "user_id": other_user });
 
@@ -435,6 +447,55 @@ async fn rbac_matrix() {
             format!("/api/v1/channels/{other_channel}"),
             None,
             [401, 204, 404, 403],
+        ),
+        // media: upload, metadata, download URL — every role of the tenant
+        (
+            Method::POST,
+            "/api/v1/media/uploads".into(),
+            Some(upload_to(own.clone())),
+            [401, 201, 201, 201],
+        ),
+        (
+            Method::POST,
+            "/api/v1/media/uploads".into(),
+            Some(upload_to(other.clone())),
+            [401, 201, 404, 404],
+        ),
+        (
+            Method::GET,
+            format!("/api/v1/media/{own_media}"),
+            None,
+            [401, 200, 200, 200],
+        ),
+        (
+            Method::GET,
+            format!("/api/v1/media/{other_media}"),
+            None,
+            [401, 200, 404, 404],
+        ),
+        (
+            Method::GET,
+            format!("/api/v1/media/{other_media}?tenant_id={other}"),
+            None,
+            [401, 200, 404, 404],
+        ),
+        (
+            Method::GET,
+            format!("/api/v1/media/{own_media}/url"),
+            None,
+            [401, 200, 200, 200],
+        ),
+        (
+            Method::GET,
+            format!("/api/v1/media/{other_media}/url"),
+            None,
+            [401, 200, 404, 404],
+        ),
+        (
+            Method::GET,
+            format!("/api/v1/media/{other_media}/url?tenant_id={other}"),
+            None,
+            [401, 200, 404, 404],
         ),
         // agents: delete — operators refused, strangers see 404, the platform admin deletes
         (

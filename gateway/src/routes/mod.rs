@@ -9,6 +9,7 @@ pub mod channels;
 pub mod health;
 pub mod llm_keys;
 pub mod me;
+pub mod media;
 pub mod sessions;
 pub mod templates;
 pub mod tenants;

@@ -115,6 +115,7 @@ pub async fn login(
     responses(
         (status = 200, body = Session),
         (status = 401, description = "Invalid, expired or already used", body = crate::error::ErrorBody),
+        (status = 422, description = "Not a refresh request", body = crate::error::ErrorBody),
     )
 )]
 pub async fn refresh(

@@ -168,6 +168,7 @@ pub async fn create_invite(
         (status = 401, body = ErrorBody), (status = 403, body = ErrorBody),
         (status = 404, body = ErrorBody),
         (status = 409, description = "Already accepted", body = ErrorBody),
+        (status = 422, description = "The id is not an invite id", body = ErrorBody),
     )
 )]
 pub async fn resend_invite(
