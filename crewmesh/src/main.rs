@@ -174,6 +174,19 @@ async fn up(ready_timeout: Duration) -> anyhow::Result<()> {
     let listener = bind(ServiceId::Gateway, addr, gateway::startup::ADDR_ENV).await?;
     let http = local_url(listener.local_addr()?);
     println!("  {:<13} http  {http}  (API docs: {http}/docs)", "gateway");
+    // One process, one recorder: a single endpoint covers every service.
+    if let Some(addr) = mesh_kit::metrics::metrics_addr()? {
+        let listener = TcpListener::bind(addr).await.with_context(|| {
+            format!(
+                "metrics cannot listen on {addr}: set {} to move it, or to off",
+                mesh_kit::metrics::METRICS_ADDR_ENV
+            )
+        })?;
+        let url = local_url(listener.local_addr()?);
+        println!("  {:<13} http  {url}/metrics", "metrics");
+        let stop = shutdown.clone();
+        tokio::spawn(mesh_kit::metrics::serve(listener, stop));
+    }
     let stop = shutdown.clone();
     tasks.spawn(async move {
         let result = gateway::startup::serve(gateway_config, listener, stop).await;

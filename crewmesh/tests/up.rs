@@ -27,7 +27,9 @@ async fn crewmesh_up_serves_the_mesh_and_stops_on_sigterm() {
         .stdout(Stdio::piped())
         .stderr(Stdio::null());
     // Port 0 everywhere, so the test never collides with a running Crewmesh.
-    for svc in ["GATEWAY", "IDENTITY", "AGENT", "LLM", "BILLING", "MEDIA"] {
+    for svc in [
+        "GATEWAY", "IDENTITY", "AGENT", "LLM", "BILLING", "MEDIA", "METRICS",
+    ] {
         command.env(format!("CREWMESH_{svc}_ADDR"), "127.0.0.1:0");
     }
     let mut child = command.spawn().unwrap();
@@ -42,6 +44,7 @@ async fn crewmesh_up_serves_the_mesh_and_stops_on_sigterm() {
         }
     });
     let mut gateway = None;
+    let mut metrics = None;
     let mut grpc_lines = 0;
     loop {
         let line = lines
@@ -53,6 +56,9 @@ async fn crewmesh_up_serves_the_mesh_and_stops_on_sigterm() {
         if line.trim_start().starts_with("gateway") {
             gateway = line.split_whitespace().nth(2).map(str::to_owned);
         }
+        if line.trim_start().starts_with("metrics") {
+            metrics = line.split_whitespace().nth(2).map(str::to_owned);
+        }
         if line.starts_with("Crewmesh is up") {
             break;
         }
@@ -62,6 +68,36 @@ async fn crewmesh_up_serves_the_mesh_and_stops_on_sigterm() {
 
     let ready = reqwest::get(format!("{gateway}/readyz")).await.unwrap();
     assert_eq!(ready.status(), 200);
+
+    // Prometheus sees the edge's routes by template and every service's RPCs.
+    let metrics = metrics.expect("the metrics URL is printed");
+    assert!(metrics.ends_with("/metrics"), "{metrics}");
+    let missing = reqwest::get(format!("{gateway}/api/v1/agents/123/nope"))
+        .await
+        .unwrap();
+    assert_eq!(missing.status(), 404);
+    let scraped = reqwest::get(&metrics).await.unwrap();
+    assert_eq!(scraped.status(), 200);
+    assert!(
+        scraped.headers()["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with("text/plain; version=0.0.4")
+    );
+    let text = scraped.text().await.unwrap();
+    for expected in [
+        r#"http_server_requests_total{http_request_method="GET",http_route="/readyz",http_response_status_code="200"}"#,
+        r#"http_route="unmatched",http_response_status_code="404"}"#,
+        r#"http_server_request_duration_seconds_bucket{http_request_method="GET",http_route="/readyz",le="0.005"}"#,
+        r#"grpc_server_handled_total{grpc_service="grpc.health.v1.Health",grpc_method="Check",grpc_code="OK"}"#,
+        "grpc_server_handling_seconds_bucket{",
+    ] {
+        assert!(text.contains(expected), "no {expected} in:\n{text}");
+    }
+    assert!(
+        !text.contains("/api/v1/agents/123"),
+        "raw paths never become labels"
+    );
 
     let kill = Command::new("kill")
         .args(["-TERM", &child.id().to_string()])

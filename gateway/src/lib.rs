@@ -1,10 +1,12 @@
 //! The HTTP edge of Crewmesh: portal REST under `/api/v1`, health, the
-//! OpenAPI document, and (as they land) channel and Stripe webhooks. It owns no
+//! OpenAPI document, the Slack OAuth callback and the Stripe webhook (channel
+//! webhooks as they land). It owns no
 //! data: every route authenticates, checks the role, and calls a service.
 
 pub mod auth;
 pub mod error;
 pub mod extract;
+pub mod metrics;
 pub mod openapi;
 pub mod routes;
 pub mod startup;

@@ -191,7 +191,9 @@ pub fn api() -> (Router<AppState>, utoipa::openapi::OpenApi) {
 pub fn router(state: AppState) -> Router {
     let (routes, openapi) = api();
     let request_id = HeaderName::from_static(REQUEST_ID_HEADER);
+    mesh_kit::metrics::handle();
     routes
+        .route_layer(axum::middleware::from_fn(crate::metrics::track))
         .merge(SwaggerUi::new("/docs").url(OPENAPI_PATH, openapi))
         .fallback(not_found)
         .with_state(state)
@@ -210,7 +212,9 @@ pub fn router(state: AppState) -> Router {
         .layer(SetRequestIdLayer::new(request_id, MakeRequestUuid))
 }
 
-async fn not_found(headers: axum::http::HeaderMap) -> ApiError {
+async fn not_found(method: axum::http::Method, headers: axum::http::HeaderMap) -> ApiError {
+    // Route layers do not see the fallback; count it here.
+    crate::metrics::count_unmatched(method.as_str());
     ApiError::new(
         ErrorCode::NotFound,
         format!("no such route; the API is described at {OPENAPI_PATH}"),

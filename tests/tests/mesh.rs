@@ -140,6 +140,17 @@ async fn grpc_calls_need_a_valid_token_and_see_who_called() {
         .into_inner();
     assert_eq!(me.kind, "service");
     assert_eq!(me.service, "agent-svc");
+
+    // Refused and answered calls alike reach the metrics, by code; a made-up
+    // method does not become a label.
+    let text = mesh_kit::metrics::render();
+    let series = |code: &str| {
+        format!(
+            r#"grpc_server_handled_total{{grpc_service="crewmesh.identity.v1.IdentityService",grpc_method="WhoAmI",grpc_code="{code}"}} "#
+        )
+    };
+    assert!(text.contains(&(series("Unauthenticated") + "2")), "{text}");
+    assert!(text.contains(&(series("OK") + "1")), "{text}");
 }
 
 #[tokio::test]

@@ -215,10 +215,18 @@ pub async fn serve(
         }
     };
 
+    let mut hosted = service.names.clone();
+    hosted.extend([
+        "grpc.health.v1.Health",
+        "grpc.reflection.v1.ServerReflection",
+        "grpc.reflection.v1alpha.ServerReflection",
+    ]);
     let result = Server::builder()
         // Long-lived HTTP/2 connections would pin clients to one pod; recycling
         // them lets Kubernetes spread load as replicas come and go.
         .max_connection_age(Duration::from_secs(300))
+        // Outermost, so refused calls are counted too.
+        .layer(crate::metrics::GrpcMetricsLayer::new(&hosted))
         .layer(AuthLayer::new(verifier).with_public(service.public_methods))
         .add_routes(routes)
         .serve_with_incoming_shutdown(TcpListenerStream::new(listener), stop)

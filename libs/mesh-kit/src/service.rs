@@ -76,6 +76,16 @@ where
     tracing::info!(%service, %addr, "listening");
     let shutdown = Shutdown::new();
     crate::shutdown::on_signal(shutdown.clone());
+    if let Some(metrics_addr) = crate::metrics::metrics_addr()? {
+        let metrics = TcpListener::bind(metrics_addr).await.with_context(|| {
+            format!(
+                "binding {service}'s metrics to {metrics_addr} (set {} to change it, or to off)",
+                crate::metrics::METRICS_ADDR_ENV
+            )
+        })?;
+        tracing::info!(%service, addr = %metrics_addr, "metrics at /metrics");
+        tokio::spawn(crate::metrics::serve(metrics, shutdown.clone()));
+    }
     serve(config, listener, shutdown).await?;
     tracing::info!(%service, "stopped");
     Ok(())
