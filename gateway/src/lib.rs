@@ -6,6 +6,7 @@
 pub mod auth;
 pub mod error;
 pub mod extract;
+pub mod inbound;
 pub mod metrics;
 pub mod openapi;
 pub mod routes;

@@ -3,7 +3,10 @@
 use anyhow::Context as _;
 use axum::{Router, http::HeaderName};
 use crewmesh_proto::{
-    agent::v1::agent_service_client::AgentServiceClient,
+    agent::v1::{
+        agent_internal_service_client::AgentInternalServiceClient,
+        agent_service_client::AgentServiceClient,
+    },
     billing::v1::{
         billing_internal_service_client::BillingInternalServiceClient,
         billing_service_client::BillingServiceClient,
@@ -18,7 +21,8 @@ use mesh_kit::{
     config::var,
     service::ServiceConfig,
 };
-use secrecy::SecretString;
+use redis::aio::ConnectionManager;
+use secrecy::{ExposeSecret as _, SecretString};
 use tokio::net::TcpListener;
 use tonic::transport::Channel;
 use tower_http::{
@@ -32,6 +36,7 @@ use utoipa_swagger_ui::SwaggerUi;
 use crate::{
     auth::ApiKeyExchange,
     error::{ApiError, REQUEST_ID_HEADER, request_id},
+    inbound::InboundQueue,
     openapi::ApiDoc,
     routes::{
         agents, api_keys, audit, billing, channels, health, llm_keys, me, media, sessions,
@@ -77,6 +82,14 @@ pub struct Config {
     pub trust_forwarded_for: bool,
     /// `STRIPE_WEBHOOK_SECRET` (`whsec_…`); without it the Stripe webhook answers 503.
     pub stripe_webhook_secret: Option<SecretString>,
+    /// `SLACK_SIGNING_SECRET`; without it the Slack Events endpoint answers 503.
+    pub slack_signing_secret: Option<SecretString>,
+    /// `WHATSAPP_APP_SECRET` (signs deliveries) and `WHATSAPP_VERIFY_TOKEN`
+    /// (the subscription handshake); without them the WhatsApp webhook answers 503.
+    pub whatsapp_app_secret: Option<SecretString>,
+    pub whatsapp_verify_token: Option<SecretString>,
+    /// The Redis Stream inbound messages are appended to.
+    pub inbound_stream: String,
 }
 
 impl Config {
@@ -89,6 +102,11 @@ impl Config {
                 false,
             )?,
             stripe_webhook_secret: mesh_kit::config::secret_var("STRIPE_WEBHOOK_SECRET"),
+            slack_signing_secret: mesh_kit::config::secret_var("SLACK_SIGNING_SECRET"),
+            whatsapp_app_secret: mesh_kit::config::secret_var("WHATSAPP_APP_SECRET"),
+            whatsapp_verify_token: mesh_kit::config::secret_var("WHATSAPP_VERIFY_TOKEN"),
+            inbound_stream: var("CREWMESH_INBOUND_STREAM")
+                .unwrap_or_else(|| crate::inbound::DEFAULT_STREAM.to_owned()),
         })
     }
 }
@@ -105,6 +123,12 @@ pub struct AppState {
     /// The gateway's own service identity, for internal RPCs.
     pub signer: TokenSigner,
     pub stripe_webhook_secret: Option<SecretString>,
+    pub slack_signing_secret: Option<SecretString>,
+    pub whatsapp_app_secret: Option<SecretString>,
+    pub whatsapp_verify_token: Option<SecretString>,
+    /// agent-svc's internal API: channel resolution for inbound events.
+    pub agents_internal: AgentInternalServiceClient<Channel>,
+    pub inbound: InboundQueue,
     pub api_keys: ApiKeyExchange,
     pub trust_forwarded_for: bool,
     /// Every service the edge depends on, for readiness.
@@ -112,7 +136,7 @@ pub struct AppState {
 }
 
 impl AppState {
-    pub fn new(config: &Config) -> anyhow::Result<AppState> {
+    pub fn new(config: &Config, redis: ConnectionManager) -> anyhow::Result<AppState> {
         let u = &config.upstreams;
         let identity = lazy_channel(&u.identity)?;
         let billing = lazy_channel(&u.billing)?;
@@ -131,7 +155,12 @@ impl AppState {
             trust_forwarded_for: config.trust_forwarded_for,
             identity: IdentityServiceClient::new(identity),
             billing: BillingServiceClient::new(billing.clone()),
-            agents: AgentServiceClient::new(agent),
+            agents: AgentServiceClient::new(agent.clone()),
+            agents_internal: AgentInternalServiceClient::new(agent),
+            inbound: InboundQueue::new(redis, config.inbound_stream.clone()),
+            slack_signing_secret: config.slack_signing_secret.clone(),
+            whatsapp_app_secret: config.whatsapp_app_secret.clone(),
+            whatsapp_verify_token: config.whatsapp_verify_token.clone(),
             billing_internal: BillingInternalServiceClient::new(billing),
             media: MediaServiceClient::new(media),
             signer: config.service.keyring.signer.clone(),
@@ -185,6 +214,11 @@ pub fn api() -> (Router<AppState>, utoipa::openapi::OpenApi) {
         .routes(routes!(media::get_media))
         .routes(routes!(media::get_download_url))
         .routes(routes!(crate::webhooks::stripe::receive))
+        .routes(routes!(crate::webhooks::slack::receive))
+        .routes(routes!(
+            crate::webhooks::whatsapp::verify,
+            crate::webhooks::whatsapp::receive
+        ))
         .split_for_parts()
 }
 
@@ -227,7 +261,12 @@ pub async fn serve(
     listener: TcpListener,
     shutdown: Shutdown,
 ) -> anyhow::Result<()> {
-    let state = AppState::new(&config)?;
+    let client = redis::Client::open(config.service.common.redis_url.expose_secret())
+        .context("REDIS_URL is not a valid Redis URL")?;
+    let redis = redis::aio::ConnectionManager::new(client)
+        .await
+        .context("cannot connect to Redis, which queues inbound messages (is it running? `scripts/up` starts it)")?;
+    let state = AppState::new(&config, redis)?;
     let app = router(state);
     let drain = config.service.drain;
     axum::serve(

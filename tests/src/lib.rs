@@ -20,6 +20,8 @@ pub struct Mesh {
     pub http: reqwest::Client,
     /// The Redis Stream identity-svc's outbox publishes to (unique per mesh).
     pub events_stream: String,
+    /// The Redis Stream the gateway queues inbound channel messages on (unique per mesh).
+    pub inbound_stream: String,
     /// The mesh's own database, for tests that inspect what is stored.
     pub database: secrecy::SecretString,
     shutdown: Shutdown,
@@ -136,6 +138,27 @@ impl Mesh {
         (tenant, member, user["id"].as_str().unwrap().to_owned())
     }
 
+    /// Every message the gateway queued on this mesh's inbound stream, oldest first.
+    pub async fn inbound_messages(&self) -> Vec<gateway::inbound::InboundMessage> {
+        let client = redis::Client::open(testkit::redis_url()).unwrap();
+        let mut redis = client.get_multiplexed_async_connection().await.unwrap();
+        let entries: redis::streams::StreamRangeReply = redis::cmd("XRANGE")
+            .arg(&self.inbound_stream)
+            .arg("-")
+            .arg("+")
+            .query_async(&mut redis)
+            .await
+            .unwrap();
+        entries
+            .ids
+            .iter()
+            .map(|entry| {
+                let body: String = entry.get("message").unwrap();
+                serde_json::from_str(&body).unwrap()
+            })
+            .collect()
+    }
+
     /// The bootstrap platform admin's access token.
     pub async fn admin_token(&self) -> String {
         self.login(ADMIN_EMAIL, ADMIN_PASSWORD).await
@@ -199,6 +222,9 @@ pub const ADMIN_EMAIL: &str = "admin@crewmesh.test";
 pub const ADMIN_PASSWORD: &str = "bootstrap admin password";
 /// The Stripe webhook signing secret of every test mesh.
 pub const STRIPE_WEBHOOK_SECRET: &str = "whsec_crewmesh_test";
+pub const SLACK_SIGNING_SECRET: &str = "8f742231b10e8888abcd99yyyzzz85a5";
+pub const WHATSAPP_APP_SECRET: &str = "whatsapp-app-secret-for-tests";
+pub const WHATSAPP_VERIFY_TOKEN: &str = "meatyhamhock";
 
 /// The password invited test users choose.
 pub const PASSWORD: &str = "a long enough password";
@@ -235,6 +261,7 @@ pub async fn spawn_mesh() -> Mesh {
 pub async fn spawn_mesh_with(options: MeshOptions) -> Mesh {
     let database = testkit::fresh_database().await.unwrap();
     let events_stream = format!("test:events:{}", uuid::Uuid::new_v4().simple());
+    let inbound_stream = format!("test:inbound:{}", uuid::Uuid::new_v4().simple());
     let shutdown = Shutdown::new();
     let mut grpc = Vec::new();
 
@@ -341,6 +368,10 @@ pub async fn spawn_mesh_with(options: MeshOptions) -> Mesh {
         service: testkit::service_config(ServiceId::Gateway, &database).unwrap(),
         trust_forwarded_for: false,
         stripe_webhook_secret: Some(STRIPE_WEBHOOK_SECRET.to_owned().into()),
+        slack_signing_secret: Some(SLACK_SIGNING_SECRET.to_owned().into()),
+        whatsapp_app_secret: Some(WHATSAPP_APP_SECRET.to_owned().into()),
+        whatsapp_verify_token: Some(WHATSAPP_VERIFY_TOKEN.to_owned().into()),
+        inbound_stream: inbound_stream.clone(),
         upstreams: gateway::startup::Upstreams {
             identity: url_of(ServiceId::Identity),
             agent: url_of(ServiceId::Agent),
@@ -362,6 +393,7 @@ pub async fn spawn_mesh_with(options: MeshOptions) -> Mesh {
         grpc,
         http: reqwest::Client::new(),
         events_stream,
+        inbound_stream,
         database: database.clone(),
         shutdown,
     };

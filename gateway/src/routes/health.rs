@@ -30,7 +30,8 @@ pub async fn healthz() -> Json<Health> {
     })
 }
 
-/// Readiness: every service the edge calls reports SERVING on gRPC health.
+/// Readiness: every service the edge calls reports SERVING on gRPC health,
+/// and the inbound message queue (Redis) answers.
 #[utoipa::path(get, path = "/readyz", tag = "health",
     responses(
         (status = 200, description = "Every dependency is serving", body = Health),
@@ -53,10 +54,17 @@ pub async fn readyz(State(state): State<AppState>) -> (StatusCode, Json<Health>)
         };
         (*name, status)
     });
-    let services: BTreeMap<_, _> = futures_util::future::join_all(checks)
+    let mut services: BTreeMap<_, _> = futures_util::future::join_all(checks)
         .await
         .into_iter()
         .collect();
+    // Inbound messages are acknowledged only once queued: no queue, not ready.
+    let queue = match tokio::time::timeout(CHECK_TIMEOUT, state.inbound.ping()).await {
+        Ok(Ok(())) => "serving".to_owned(),
+        Ok(Err(e)) => format!("unreachable: {e}"),
+        Err(_) => "unreachable: timed out".to_owned(),
+    };
+    services.insert("redis", queue);
     let ready = services.values().all(|s| s == "serving");
     let code = if ready {
         StatusCode::OK

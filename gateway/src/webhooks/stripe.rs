@@ -11,7 +11,7 @@ use secrecy::ExposeSecret;
 use serde::Serialize;
 use utoipa::ToSchema;
 
-use super::decode_hex;
+use super::{configured, decode_hex, required_header};
 use crate::{
     auth::RequestMeta,
     error::{ApiError, ErrorBody},
@@ -103,21 +103,13 @@ pub async fn receive(
     body: Bytes,
 ) -> Result<Json<Received>, ApiError> {
     let fail = |code: ErrorCode, message: String| ApiError::new(code, message, &meta.request_id);
-    let Some(secret) = &state.stripe_webhook_secret else {
-        return Err(fail(
-            ErrorCode::Unavailable,
-            "Stripe webhooks are not configured: set STRIPE_WEBHOOK_SECRET".into(),
-        ));
-    };
-    let header = headers
-        .get(SIGNATURE_HEADER)
-        .and_then(|v| v.to_str().ok())
-        .ok_or_else(|| {
-            fail(
-                ErrorCode::InvalidArgument,
-                "the Stripe-Signature header is required".into(),
-            )
-        })?;
+    let secret = configured(
+        state.stripe_webhook_secret.as_ref(),
+        "Stripe webhooks",
+        "STRIPE_WEBHOOK_SECRET",
+        &meta,
+    )?;
+    let header = required_header(&headers, SIGNATURE_HEADER, &meta)?;
     verify(
         secret.expose_secret(),
         header,
