@@ -2,4 +2,5 @@
 
 pub mod budget;
 pub mod grpc;
+pub mod providers;
 pub mod startup;
