@@ -128,6 +128,8 @@ pub struct AppState {
     pub whatsapp_verify_token: Option<SecretString>,
     /// agent-svc's internal API: channel resolution for inbound events.
     pub agents_internal: AgentInternalServiceClient<Channel>,
+    /// Inbound routes, cached briefly (see `webhooks::routing`).
+    pub routes: crate::webhooks::routing::RouteCache,
     pub inbound: InboundQueue,
     pub api_keys: ApiKeyExchange,
     pub trust_forwarded_for: bool,
@@ -157,6 +159,7 @@ impl AppState {
             billing: BillingServiceClient::new(billing.clone()),
             agents: AgentServiceClient::new(agent.clone()),
             agents_internal: AgentInternalServiceClient::new(agent),
+            routes: Default::default(),
             inbound: InboundQueue::new(redis, config.inbound_stream.clone()),
             slack_signing_secret: config.slack_signing_secret.clone(),
             whatsapp_app_secret: config.whatsapp_app_secret.clone(),

@@ -245,6 +245,17 @@ async fn a_mention_is_queued_once_for_its_tenant_and_agent_however_often_slack_r
     }
     assert_eq!(mesh.inbound_messages().await.len(), 2);
 
+    // Two messages from the workspace, one resolution: routes are cached
+    // briefly; an unknown workspace is asked about each time (not cached).
+    let metrics = mesh_kit::metrics::render();
+    let resolutions = |code: &str| {
+        format!(
+            r#"grpc_server_handled_total{{grpc_service="crewmesh.agent.v1.AgentInternalService",grpc_method="ResolveChannel",grpc_code="{code}"}} "#
+        )
+    };
+    assert!(metrics.contains(&(resolutions("OK") + "1\n")), "{metrics}");
+    assert!(metrics.contains(&(resolutions("NotFound") + "1\n")), "{metrics}");
+
     // A signed body that is not an envelope is refused, not queued.
     let (status, _) = send(
         &mesh,

@@ -1,5 +1,6 @@
 //! Inbound webhooks: verified on the raw body before anything else happens.
 
+pub mod routing;
 pub mod slack;
 pub mod stripe;
 pub mod whatsapp;

@@ -10,13 +10,13 @@
 
 use aws_lc_rs::hmac;
 use axum::{Json, body::Bytes, extract::State, http::HeaderMap};
-use crewmesh_proto::agent::v1::{Channel, ResolveChannelRequest};
+use crewmesh_proto::agent::v1::Channel;
 use mesh_kit::ErrorCode;
 use secrecy::ExposeSecret;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
-use super::{configured, decode_hex, required_header};
+use super::{configured, decode_hex, required_header, routing::resolve};
 use crate::{
     auth::RequestMeta,
     error::{ApiError, ErrorBody},
@@ -294,28 +294,13 @@ pub async fn receive(
         return Ok(Json(Acknowledged::ignored()));
     }
 
-    let resolved = state
-        .agents_internal
-        .clone()
-        .resolve_channel(
-            meta.as_gateway(&state.signer)?
-                .request(ResolveChannelRequest {
-                    channel: Channel::Slack.into(),
-                    external_id: team_id.to_owned(),
-                }),
-        )
-        .await;
-    let resolved = match resolved {
-        Ok(r) => r.into_inner(),
+    let Some(resolved) = resolve(&state, &meta, Channel::Slack, team_id).await? else {
         // A workspace that was disconnected: retries would not change that.
-        Err(status) if ErrorCode::of_status(&status) == ErrorCode::NotFound => {
-            tracing::info!(
-                team = team_id,
-                "Slack event for a workspace with no connection"
-            );
-            return Ok(Json(Acknowledged::ignored()));
-        }
-        Err(status) => return Err(meta.error(&status)),
+        tracing::info!(
+            team = team_id,
+            "Slack event for a workspace with no connection"
+        );
+        return Ok(Json(Acknowledged::ignored()));
     };
     if user == resolved.bot_user_id {
         return Ok(Json(Acknowledged::ignored()));

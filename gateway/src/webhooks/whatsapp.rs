@@ -40,14 +40,14 @@ use axum::{
     extract::{Query, State, rejection::QueryRejection},
     http::HeaderMap,
 };
-use crewmesh_proto::agent::v1::{Channel, ResolveChannelRequest, ResolveChannelResponse};
+use crewmesh_proto::agent::v1::{Channel, ResolveChannelResponse};
 use mesh_kit::ErrorCode;
 use secrecy::ExposeSecret;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use utoipa::{IntoParams, ToSchema};
 
-use super::{configured, decode_hex, required_header};
+use super::{configured, decode_hex, required_header, routing::resolve};
 use crate::{
     auth::RequestMeta,
     error::{ApiError, ErrorBody},
@@ -205,7 +205,8 @@ pub async fn receive(
         duplicates: 0,
     };
     for batch in batches {
-        let Some(route) = resolve(&state, &meta, &batch.phone_number_id).await? else {
+        let Some(route) = resolve(&state, &meta, Channel::Whatsapp, &batch.phone_number_id).await?
+        else {
             tracing::info!(
                 phone_number_id = %batch.phone_number_id,
                 messages = batch.messages.len(),
@@ -236,31 +237,6 @@ pub async fn receive(
         }
     }
     Ok(Json(received))
-}
-
-/// The tenant route of a business number; None when no connection has it.
-async fn resolve(
-    state: &AppState,
-    meta: &RequestMeta,
-    phone_number_id: &str,
-) -> Result<Option<ResolveChannelResponse>, ApiError> {
-    let resolved = state
-        .agents_internal
-        .clone()
-        .resolve_channel(
-            meta.as_gateway(&state.signer)?
-                .request(ResolveChannelRequest {
-                    channel: Channel::Whatsapp.into(),
-                    external_id: phone_number_id.to_owned(),
-                }),
-        )
-        .await;
-    match resolved {
-        Ok(r) => Ok(Some(r.into_inner())),
-        Err(status) if ErrorCode::of_status(&status) == ErrorCode::NotFound => Ok(None),
-        // Unreachable agent-svc is Unavailable: 503, and Meta retries.
-        Err(status) => Err(meta.error(&status)),
-    }
 }
 
 #[derive(Debug, Deserialize)]
