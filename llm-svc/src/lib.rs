@@ -2,5 +2,6 @@
 
 pub mod budget;
 pub mod grpc;
+pub mod pricing;
 pub mod providers;
 pub mod startup;

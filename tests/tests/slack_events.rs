@@ -254,7 +254,10 @@ async fn a_mention_is_queued_once_for_its_tenant_and_agent_however_often_slack_r
         )
     };
     assert!(metrics.contains(&(resolutions("OK") + "1\n")), "{metrics}");
-    assert!(metrics.contains(&(resolutions("NotFound") + "1\n")), "{metrics}");
+    assert!(
+        metrics.contains(&(resolutions("NotFound") + "1\n")),
+        "{metrics}"
+    );
 
     // A signed body that is not an envelope is refused, not queued.
     let (status, _) = send(
