@@ -105,7 +105,18 @@ const GRPC_SERVICES: [Grpc; 5] = [
         id: ServiceId::Llm,
         addr_env: llm_svc::startup::ADDR_ENV,
         port: llm_svc::startup::DEFAULT_PORT,
-        serve: |c, l, s, _| Box::pin(llm_svc::startup::serve(c, l, s)),
+        serve: |c, l, s, bound| {
+            let (agent_url, billing_url) = (
+                url_in(bound, ServiceId::Agent),
+                url_in(bound, ServiceId::Billing),
+            );
+            Box::pin(async move {
+                let mut config = llm_svc::config::LlmConfig::from_env(c)?;
+                config.agent_url = agent_url;
+                config.billing_url = billing_url;
+                llm_svc::startup::serve_with(config, l, s).await
+            })
+        },
     },
     Grpc {
         id: ServiceId::Billing,

@@ -12,6 +12,7 @@ use crewmesh_proto::{
         billing_service_client::BillingServiceClient,
     },
     identity::v1::identity_service_client::IdentityServiceClient,
+    llm::v1::llm_service_client::LlmServiceClient,
     media::v1::media_service_client::MediaServiceClient,
 };
 use mesh_kit::{
@@ -120,6 +121,8 @@ pub struct AppState {
     pub agents: AgentServiceClient<Channel>,
     pub billing_internal: BillingInternalServiceClient<Channel>,
     pub media: MediaServiceClient<Channel>,
+    /// llm-svc: agent runs (the portal's agent test).
+    pub llm: LlmServiceClient<Channel>,
     /// The gateway's own service identity, for internal RPCs.
     pub signer: TokenSigner,
     pub stripe_webhook_secret: Option<SecretString>,
@@ -144,10 +147,11 @@ impl AppState {
         let billing = lazy_channel(&u.billing)?;
         let agent = lazy_channel(&u.agent)?;
         let media = lazy_channel(&u.media)?;
+        let llm = lazy_channel(&u.llm)?;
         let upstreams = vec![
             ("identity-svc", identity.clone()),
             ("agent-svc", agent.clone()),
-            ("llm-svc", lazy_channel(&u.llm)?),
+            ("llm-svc", llm.clone()),
             ("billing-svc", billing.clone()),
             ("media-svc", media.clone()),
         ];
@@ -166,6 +170,7 @@ impl AppState {
             whatsapp_verify_token: config.whatsapp_verify_token.clone(),
             billing_internal: BillingInternalServiceClient::new(billing),
             media: MediaServiceClient::new(media),
+            llm: LlmServiceClient::new(llm),
             signer: config.service.keyring.signer.clone(),
             stripe_webhook_secret: config.stripe_webhook_secret.clone(),
             upstreams,
@@ -204,6 +209,7 @@ pub fn api() -> (Router<AppState>, utoipa::openapi::OpenApi) {
             agents::delete_agent
         ))
         .routes(routes!(agents::system_prompt))
+        .routes(routes!(agents::run_agent))
         .routes(routes!(templates::list_templates))
         .routes(routes!(templates::get_template))
         .routes(routes!(channels::create_channel, channels::list_channels))

@@ -3,6 +3,7 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+pub mod fake_openai;
 pub mod fake_slack;
 pub mod fake_stripe;
 
@@ -301,7 +302,6 @@ pub async fn spawn_mesh_with(options: MeshOptions) -> Mesh {
         });
         grpc.push((ServiceId::Identity, format!("http://{addr}")));
     }
-    spawn_service!(ServiceId::Llm, llm_svc::startup::serve);
     {
         let service = testkit::service_config(ServiceId::Billing, &database).unwrap();
         let mut config = billing_svc::config::BillingConfig::from_env(service).unwrap();
@@ -357,6 +357,30 @@ pub async fn spawn_mesh_with(options: MeshOptions) -> Mesh {
         grpc.push((ServiceId::Agent, format!("http://{addr}")));
     }
     spawn_service!(ServiceId::Media, media_svc::startup::serve);
+    {
+        let url = |id| {
+            grpc.iter()
+                .find(|(s, _)| *s == id)
+                .map(|(_, u): &(ServiceId, String)| u.clone())
+                .unwrap()
+        };
+        let mut config = llm_svc::config::LlmConfig::from_env(
+            testkit::service_config(ServiceId::Llm, &database).unwrap(),
+        )
+        .unwrap();
+        config.agent_url = url(ServiceId::Agent);
+        config.billing_url = url(ServiceId::Billing);
+        // A hung provider fails a test in seconds, not a minute.
+        config.provider_timeout = Duration::from_secs(5);
+        let (listener, addr) = loopback().await;
+        let stop = shutdown.clone();
+        tokio::spawn(async move {
+            if let Err(e) = llm_svc::startup::serve_with(config, listener, stop).await {
+                panic!("llm-svc failed: {e:#}");
+            }
+        });
+        grpc.push((ServiceId::Llm, format!("http://{addr}")));
+    }
 
     let url_of = |id| {
         grpc.iter()

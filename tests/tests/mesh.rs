@@ -195,6 +195,7 @@ async fn the_edge_documents_itself_and_answers_unknown_routes_in_json() {
         ("patch", "/api/v1/agents/{id}"),
         ("delete", "/api/v1/agents/{id}"),
         ("get", "/api/v1/agents/{id}/system-prompt"),
+        ("post", "/api/v1/agents/{id}/run"),
         ("get", "/api/v1/templates/{slug}"),
         ("post", "/api/v1/channels"),
         ("get", "/api/v1/channels"),

@@ -65,6 +65,19 @@ async fn rbac_matrix() {
         .await;
     assert_eq!(status, 201, "{other_agent}");
     let other_agent = other_agent["id"].as_str().unwrap().to_owned();
+    // For runs: a model whose provider the other tenant has no key for, so an
+    // allowed run stops at a 409 before any provider is called. (Its `openai`
+    // key below has no base URL: running `other_agent` would call the real API.)
+    let (status, other_runner) = mesh
+        .post_json(
+            "/api/v1/agents",
+            Some(&admin),
+            &json!({ "name": "R", "model": "anthropic/claude-3-5-haiku",
+                     "budget_limit_usd": "1", "tenant_id": other }),
+        )
+        .await;
+    assert_eq!(status, 201, "{other_runner}");
+    let other_runner = other_runner["id"].as_str().unwrap().to_owned();
     let (own_invite, _) = mesh
         .invite(&admin, &own, "pending@own.test", "operator")
         .await;
@@ -152,6 +165,9 @@ async fn rbac_matrix() {
             move || json!({ "content_type": "image/png", "size_bytes": 64, "tenant_id": tenant }),
         )
     };
+    let run_in = |tenant: String| -> Body {
+        Box::new(move || json!({ "text": "Hello", "tenant_id": tenant }))
+    };
     let impersonate_other = json!({ "tenant_id": other, "user_id": other_user });
 
     // (method, path, body, [anonymous, platform_admin, customer_admin, operator])
@@ -181,6 +197,24 @@ async fn rbac_matrix() {
             format!("/api/v1/agents/{own_agent}/system-prompt?channel=slack"),
             None,
             [401, 200, 200, 200],
+        ),
+        // agents: test run — every role of the tenant. A real run needs a key
+        // and a provider (tests/agent_runs.rs has those); here the tenant has
+        // no key for the agent's provider (`own` stores keys only for made-up
+        // providers), so a caller who passes RBAC gets llm-svc's 409 "add an
+        // LLM key", which proves the call got past authorization without
+        // reaching any provider. No role is refused outright, hence no 403.
+        (
+            Method::POST,
+            format!("/api/v1/agents/{own_agent}/run"),
+            Some(run_in(own.clone())),
+            [401, 409, 409, 409],
+        ),
+        (
+            Method::POST,
+            format!("/api/v1/agents/{other_runner}/run"),
+            Some(run_in(other.clone())),
+            [401, 409, 404, 404],
         ),
         // agents: update — admins of the tenant only
         (

@@ -1,4 +1,7 @@
-//! Agents: every role reads its tenant's agents; admins create, change and delete them.
+//! Agents: every role reads and test-runs its tenant's agents; admins create,
+//! change and delete them.
+
+use std::time::Duration;
 
 use axum::{
     Json,
@@ -10,6 +13,7 @@ use crewmesh_proto::agent::v1::{
     DeleteAgentRequest, EscalationRules as ProtoEscalation, GetAgentRequest, ListAgentsRequest,
     PreviewSystemPromptRequest, UpdateAgentRequest,
 };
+use crewmesh_proto::llm::v1::{RunAgentRequest, Usage as ProtoUsage};
 use mesh_kit::Role;
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
@@ -441,5 +445,114 @@ pub async fn system_prompt(
     Ok(Json(SystemPrompt {
         channel: query.channel,
         system_prompt: preview.system_prompt,
+    }))
+}
+
+/// How long the edge waits for a run. The default deadline suits lookups; a run
+/// waits on a model, which llm-svc bounds itself (per-attempt timeout, bounded
+/// retries). Two minutes covers a slow completion plus a retry; a portal user
+/// who has waited longer has given up.
+const RUN_DEADLINE: Duration = Duration::from_secs(120);
+
+#[derive(Debug, Deserialize, ToSchema)]
+pub struct RunInput {
+    /// What the user says to the agent; must not be empty.
+    #[schema(example = "Where is my order?")]
+    pub text: String,
+    /// Continue this conversation; omit to start a new one.
+    pub conversation_id: Option<String>,
+    /// Platform admins name the tenant; others may omit it (their own).
+    pub tenant_id: Option<String>,
+}
+
+/// Tokens and cost of one run; zero when no model was called.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct RunUsage {
+    pub prompt_tokens: i64,
+    pub completion_tokens: i64,
+    /// Exact decimal USD.
+    #[schema(example = "0.000036")]
+    pub cost_usd: String,
+}
+
+impl From<Option<ProtoUsage>> for RunUsage {
+    fn from(u: Option<ProtoUsage>) -> RunUsage {
+        let u = u.unwrap_or_default();
+        RunUsage {
+            prompt_tokens: u.prompt_tokens,
+            completion_tokens: u.completion_tokens,
+            // A run without a model call costs nothing; say so rather than "".
+            cost_usd: non_empty(u.cost_usd).unwrap_or_else(|| "0".to_owned()),
+        }
+    }
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct RunResult {
+    /// Send it back to continue the conversation.
+    pub conversation_id: String,
+    pub reply: String,
+    pub usage: RunUsage,
+    /// A human has taken (or now takes) the conversation over.
+    pub escalated: bool,
+    /// Why no model was called, when none was, e.g. `budget_exceeded`; the
+    /// reply then is the polite message the user would see.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(example = "budget_exceeded")]
+    pub refusal_reason: Option<String>,
+}
+
+/// Run an agent on a message, as the portal's agent test does: the reply, the
+/// conversation to continue, and what the call cost.
+#[utoipa::path(
+    post, path = "/api/v1/agents/{id}/run", tag = "agents",
+    security(("bearer" = [])),
+    params(
+        ("id" = String, Path, description = "Agent id"),
+        ("Idempotency-Key" = Option<String>, Header, description = "A retry with the same key returns the first answer without calling the model again"),
+    ),
+    request_body = RunInput,
+    responses(
+        (status = 200, description = "The agent answered, or politely refused (see `refusal_reason`, e.g. the budget is spent)", body = RunResult),
+        (status = 401, body = ErrorBody),
+        (status = 403, description = "The caller's role may not run agents", body = ErrorBody),
+        (status = 404, description = "No such agent in the tenant (or the conversation is not this agent's)", body = ErrorBody),
+        (status = 409, description = "The tenant has no LLM key for the model's provider, or the provider refused the key", body = ErrorBody),
+        (status = 422, description = "A field is invalid, e.g. empty `text`; `field` names it", body = ErrorBody),
+        (status = 429, description = "The provider kept rate-limiting the tenant's key through llm-svc's retries; retry later", body = ErrorBody),
+        (status = 503, description = "The model provider or a service is unavailable; retry shortly", body = ErrorBody),
+        (status = 504, description = "The run outlasted the gateway's deadline", body = ErrorBody),
+    )
+)]
+pub async fn run_agent(
+    State(state): State<AppState>,
+    auth: Authenticated,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+    ApiJson(body): ApiJson<RunInput>,
+) -> Result<Json<RunResult>, ApiError> {
+    auth.require(&Role::ALL)?;
+    let mut call = auth.call.clone();
+    call.deadline = RUN_DEADLINE;
+    let ran = state
+        .llm
+        .clone()
+        .run_agent(call.request(RunAgentRequest {
+            tenant_id: body.tenant_id.unwrap_or_default(),
+            agent_id: id,
+            conversation_id: body.conversation_id.unwrap_or_default(),
+            text: body.text,
+            attachments: Vec::new(),
+            request_id: idempotency_key(&headers),
+        }))
+        .await
+        .map_err(|s| auth.error(&s).renaming_field("agent_id", "id"))?
+        .into_inner();
+    Ok(Json(RunResult {
+        conversation_id: ran.conversation_id,
+        reply: ran.reply,
+        usage: RunUsage::from(ran.usage),
+        escalated: ran.escalated,
+        refusal_reason: non_empty(ran.refusal_reason),
     }))
 }

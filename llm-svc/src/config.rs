@@ -1,0 +1,40 @@
+//! llm-svc's own settings.
+
+use std::time::Duration;
+
+use mesh_kit::{
+    config::{parsed_or, var},
+    service::ServiceConfig,
+};
+
+use crate::pricing::{PRICES_ENV, PriceTable};
+
+#[derive(Debug, Clone)]
+pub struct LlmConfig {
+    pub service: ServiceConfig,
+    /// agent-svc (`CREWMESH_AGENT_URL`): runtime configs.
+    pub agent_url: String,
+    /// billing-svc (`CREWMESH_BILLING_URL`): keys, budgets, usage.
+    pub billing_url: String,
+    /// `CREWMESH_PROVIDER_TIMEOUT_SECS`: one provider attempt, end to end.
+    pub provider_timeout: Duration,
+    pub prices: PriceTable,
+    /// Nano-dollars leased from an agent's budget at a time.
+    pub budget_slice: i64,
+}
+
+impl LlmConfig {
+    pub fn from_env(service: ServiceConfig) -> anyhow::Result<LlmConfig> {
+        Ok(LlmConfig {
+            service,
+            agent_url: var("CREWMESH_AGENT_URL")
+                .unwrap_or_else(|| "http://127.0.0.1:50052".to_owned()),
+            billing_url: var("CREWMESH_BILLING_URL")
+                .unwrap_or_else(|| "http://127.0.0.1:50054".to_owned()),
+            provider_timeout: Duration::from_secs(parsed_or("CREWMESH_PROVIDER_TIMEOUT_SECS", 60)?),
+            prices: PriceTable::with_overrides(&var(PRICES_ENV).unwrap_or_default())?,
+            // A tenth of a dollar: a few hundred small calls per lease.
+            budget_slice: parsed_or("CREWMESH_BUDGET_SLICE_NANOS", 100_000_000)?,
+        })
+    }
+}

@@ -1,0 +1,168 @@
+//! Conversations and their persisted history (L3), in tenant transactions.
+
+use chrono::{DateTime, Utc};
+use sqlx::PgConnection;
+use uuid::Uuid;
+
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct Conversation {
+    pub id: Uuid,
+    pub tenant_id: Uuid,
+    pub agent_id: Uuid,
+    pub channel: String,
+    pub topic: String,
+    pub escalated: bool,
+    pub prompt_tokens: i64,
+    pub completion_tokens: i64,
+    pub cost_nanos: i64,
+    pub started_at: DateTime<Utc>,
+    pub last_message_at: DateTime<Utc>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
+pub struct Turn {
+    pub role: String,
+    pub text: String,
+}
+
+/// One run's outcome, written as a user and an assistant message.
+#[derive(Debug, Clone)]
+pub struct Exchange<'a> {
+    pub user_text: &'a str,
+    pub reply: &'a str,
+    pub prompt_tokens: i64,
+    pub completion_tokens: i64,
+    pub cost_nanos: i64,
+    pub request_id: Option<&'a str>,
+    pub refusal_reason: &'a str,
+}
+
+/// What a run with a given idempotency key answered.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct Answered {
+    pub conversation_id: Uuid,
+    pub text: String,
+    pub prompt_tokens: i64,
+    pub completion_tokens: i64,
+    pub cost_nanos: i64,
+    pub refusal_reason: String,
+}
+
+const COLUMNS: &str = "id, tenant_id, agent_id, channel, topic, escalated, prompt_tokens, \
+                       completion_tokens, cost_nanos, started_at, last_message_at";
+
+pub async fn create(
+    tx: &mut PgConnection,
+    id: Uuid,
+    tenant: Uuid,
+    agent: Uuid,
+    channel: &str,
+) -> Result<Conversation, sqlx::Error> {
+    sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        "INSERT INTO conversations (id, tenant_id, agent_id, channel)
+         VALUES ($1, $2, $3, $4) RETURNING {COLUMNS}"
+    )))
+    .bind(id)
+    .bind(tenant)
+    .bind(agent)
+    .bind(channel)
+    .fetch_one(&mut *tx)
+    .await
+}
+
+/// A conversation visible in `tx`, locked for this run so two runs of one
+/// conversation append in order.
+pub async fn get_for_update(
+    tx: &mut PgConnection,
+    id: Uuid,
+) -> Result<Option<Conversation>, sqlx::Error> {
+    sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        "SELECT {COLUMNS} FROM conversations WHERE id = $1 FOR UPDATE"
+    )))
+    .bind(id)
+    .fetch_optional(&mut *tx)
+    .await
+}
+
+/// The last `limit` messages, oldest first.
+pub async fn recent(
+    tx: &mut PgConnection,
+    conversation: Uuid,
+    limit: i64,
+) -> Result<Vec<Turn>, sqlx::Error> {
+    let mut turns: Vec<Turn> = sqlx::query_as(
+        "SELECT role, text FROM messages WHERE conversation_id = $1
+         ORDER BY created_at DESC, id DESC LIMIT $2",
+    )
+    .bind(conversation)
+    .bind(limit)
+    .fetch_all(&mut *tx)
+    .await?;
+    turns.reverse();
+    Ok(turns)
+}
+
+/// The answer a run with `request_id` already gave.
+pub async fn by_request(
+    tx: &mut PgConnection,
+    request_id: &str,
+) -> Result<Option<Answered>, sqlx::Error> {
+    sqlx::query_as(
+        "SELECT conversation_id, text, prompt_tokens, completion_tokens, cost_nanos, refusal_reason
+           FROM messages WHERE request_id = $1 AND role = 'assistant'",
+    )
+    .bind(request_id)
+    .fetch_optional(&mut *tx)
+    .await
+}
+
+/// Appends the user's message and the reply, and adds the cost to the
+/// conversation's totals.
+pub async fn append(
+    tx: &mut PgConnection,
+    conversation: &Conversation,
+    exchange: &Exchange<'_>,
+) -> Result<(), sqlx::Error> {
+    for (role, text, prompt, completion, cost, refusal) in [
+        ("user", exchange.user_text, 0, 0, 0, ""),
+        (
+            "assistant",
+            exchange.reply,
+            exchange.prompt_tokens,
+            exchange.completion_tokens,
+            exchange.cost_nanos,
+            exchange.refusal_reason,
+        ),
+    ] {
+        sqlx::query(
+            "INSERT INTO messages (id, tenant_id, conversation_id, role, text, prompt_tokens,
+                                   completion_tokens, cost_nanos, request_id, refusal_reason)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
+        )
+        .bind(Uuid::now_v7())
+        .bind(conversation.tenant_id)
+        .bind(conversation.id)
+        .bind(role)
+        .bind(text)
+        .bind(prompt)
+        .bind(completion)
+        .bind(cost)
+        .bind(exchange.request_id)
+        .bind(refusal)
+        .execute(&mut *tx)
+        .await?;
+    }
+    sqlx::query(
+        "UPDATE conversations
+            SET prompt_tokens = prompt_tokens + $2, completion_tokens = completion_tokens + $3,
+                cost_nanos = cost_nanos + $4, last_message_at = now()
+          WHERE id = $1",
+    )
+    .bind(conversation.id)
+    .bind(exchange.prompt_tokens)
+    .bind(exchange.completion_tokens)
+    .bind(exchange.cost_nanos)
+    .execute(&mut *tx)
+    .await?;
+    Ok(())
+}
