@@ -182,18 +182,29 @@ fn insert_error(e: sqlx::Error, kind: Kind) -> ChannelError {
     }
 }
 
-/// Stores a new connection in the tenant transaction `tx`.
-pub async fn create(
-    tx: &mut PgConnection,
-    keyring: &Keyring,
-    tenant: Uuid,
-    new: &NewConnection,
-) -> Result<Connection, ChannelError> {
+/// The token as stored: its Fernet token and the hint listings show.
+struct Sealed {
+    ciphertext: String,
+    hint: String,
+}
+
+fn seal(keyring: &Keyring, new: &NewConnection) -> Result<Sealed, ChannelError> {
     validate(new)?;
     let token = new.token.expose_secret();
-    let ciphertext = keyring
-        .encrypt(token.as_bytes())
-        .map_err(|_| ChannelError::Encryption)?;
+    Ok(Sealed {
+        ciphertext: keyring
+            .encrypt(token.as_bytes())
+            .map_err(|_| ChannelError::Encryption)?,
+        hint: hint(token),
+    })
+}
+
+async fn insert(
+    tx: &mut PgConnection,
+    tenant: Uuid,
+    new: &NewConnection,
+    sealed: &Sealed,
+) -> Result<Connection, ChannelError> {
     sqlx::query_as(sqlx::AssertSqlSafe(format!(
         "INSERT INTO channel_connections
              (id, tenant_id, agent_id, channel, external_id, default_channel,
@@ -206,13 +217,24 @@ pub async fn create(
     .bind(new.kind.as_str())
     .bind(&new.external_id)
     .bind(&new.default_channel)
-    .bind(ciphertext)
-    .bind(hint(token))
+    .bind(&sealed.ciphertext)
+    .bind(&sealed.hint)
     .bind(&new.display_name)
     .bind(&new.bot_user_id)
     .fetch_one(&mut *tx)
     .await
     .map_err(|e| insert_error(e, new.kind))
+}
+
+/// Validates and stores a new connection in the tenant transaction `tx`.
+pub async fn create(
+    tx: &mut PgConnection,
+    keyring: &Keyring,
+    tenant: Uuid,
+    new: &NewConnection,
+) -> Result<Connection, ChannelError> {
+    let sealed = seal(keyring, new)?;
+    insert(tx, tenant, new, &sealed).await
 }
 
 /// A Slack (re-)install: the tenant's own existing connection for the
@@ -224,11 +246,7 @@ pub async fn install(
     tenant: Uuid,
     new: &NewConnection,
 ) -> Result<Connection, ChannelError> {
-    validate(new)?;
-    let token = new.token.expose_secret();
-    let ciphertext = keyring
-        .encrypt(token.as_bytes())
-        .map_err(|_| ChannelError::Encryption)?;
+    let sealed = seal(keyring, new)?;
     // RLS shows only this tenant's row: another tenant's workspace falls
     // through to the insert and its unique violation.
     let updated = sqlx::query_as(sqlx::AssertSqlSafe(format!(
@@ -241,8 +259,8 @@ pub async fn install(
     .bind(new.kind.as_str())
     .bind(&new.external_id)
     .bind(new.agent_id)
-    .bind(&ciphertext)
-    .bind(hint(token))
+    .bind(&sealed.ciphertext)
+    .bind(&sealed.hint)
     .bind(&new.display_name)
     .bind(&new.bot_user_id)
     .fetch_optional(&mut *tx)
@@ -250,7 +268,7 @@ pub async fn install(
     .map_err(|e| insert_error(e, new.kind))?;
     match updated {
         Some(connection) => Ok(connection),
-        None => create(tx, keyring, tenant, new).await,
+        None => insert(tx, tenant, new, &sealed).await,
     }
 }
 

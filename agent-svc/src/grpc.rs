@@ -546,7 +546,6 @@ impl crewmesh_proto::agent::v1::agent_service_server::AgentService for AgentApi 
             display_name: String::new(),
             bot_user_id: String::new(),
         };
-        channels::validate(&new).map_err(channel_status)?;
         let mut tx = begin_tenant(&self.db, tenant)
             .await
             .map_err(|e| db_error(&e))?;

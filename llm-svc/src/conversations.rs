@@ -70,8 +70,18 @@ pub async fn create(
     .await
 }
 
-/// A conversation visible in `tx`, locked for this run so two runs of one
-/// conversation append in order.
+/// A conversation visible in `tx`.
+pub async fn get(tx: &mut PgConnection, id: Uuid) -> Result<Option<Conversation>, sqlx::Error> {
+    sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        "SELECT {COLUMNS} FROM conversations WHERE id = $1"
+    )))
+    .bind(id)
+    .fetch_optional(&mut *tx)
+    .await
+}
+
+/// A conversation visible in `tx`, locked until it commits, so two runs of
+/// one conversation append their exchanges one after the other.
 pub async fn get_for_update(
     tx: &mut PgConnection,
     id: Uuid,

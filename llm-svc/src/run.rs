@@ -119,7 +119,8 @@ impl Runner {
             ));
         }
         let request_id = input.request_id.as_deref().filter(|r| !r.is_empty());
-        let is_new = input.conversation.is_none();
+        // Known before the call, so usage is attributed to the conversation (X4).
+        let conversation_id = input.conversation.unwrap_or_else(Uuid::now_v7);
 
         // History (and a repeated request's first answer), then let go of the database.
         let mut tx = begin_tenant(&self.db, input.tenant)
@@ -141,7 +142,7 @@ impl Runner {
         }
         let history = match input.conversation {
             Some(id) => {
-                let conversation = conversations::get_for_update(&mut tx, id)
+                let conversation = conversations::get(&mut tx, id)
                     .await
                     .map_err(|e| db_error(&e))?
                     .filter(|c| c.agent_id == input.agent)
@@ -225,20 +226,19 @@ impl Runner {
             Ok(reservation) => reservation,
             Err(BudgetError::Exceeded) => {
                 tracing::info!(tenant = %input.tenant, agent = %input.agent, "budget exceeded; no provider call");
-                let input = RunInput {
-                    conversation: Some(input.conversation.unwrap_or_else(Uuid::now_v7)),
-                    ..input.clone()
-                };
                 return self
                     .record(
                         &input,
-                        text,
-                        BUDGET_EXCEEDED_REPLY,
-                        TokenUsage::default(),
-                        0,
-                        request_id,
-                        "budget_exceeded",
-                        is_new,
+                        conversation_id,
+                        &Exchange {
+                            user_text: text,
+                            reply: BUDGET_EXCEEDED_REPLY,
+                            prompt_tokens: 0,
+                            completion_tokens: 0,
+                            cost_nanos: 0,
+                            request_id,
+                            refusal_reason: "budget_exceeded",
+                        },
                     )
                     .await;
             }
@@ -247,8 +247,6 @@ impl Runner {
             }
         };
         let call_id = Uuid::now_v7().to_string();
-        // Known before the call, so usage is attributed to the conversation (X4).
-        let conversation_id = input.conversation.unwrap_or_else(Uuid::now_v7);
         // The call and its settlement run as their own task: a caller that
         // gives up (deadline, disconnect) must not strand the reservation,
         // whose lease would otherwise never close.
@@ -296,70 +294,59 @@ impl Runner {
             tracing::warn!(tenant = %input.tenant, agent = %input.agent, error = %e, "provider call failed");
             provider_status(&e)
         })?;
-        let input = RunInput {
-            conversation: Some(conversation_id),
-            ..input.clone()
-        };
-        self.record(&input, text, &reply, usage, cost, request_id, "", is_new)
-            .await
-    }
-
-    /// Writes the exchange (creating the conversation on its first run).
-    #[allow(clippy::too_many_arguments)]
-    async fn record(
-        &self,
-        input: &RunInput,
-        text: &str,
-        reply: &str,
-        usage: TokenUsage,
-        cost: i64,
-        request_id: Option<&str>,
-        refusal_reason: &str,
-        is_new: bool,
-    ) -> Result<RunOutput, Status> {
-        let id = input
-            .conversation
-            .ok_or_else(|| ErrorCode::Internal.status("a run without a conversation id"))?;
-        let mut tx = begin_tenant(&self.db, input.tenant)
-            .await
-            .map_err(|e| db_error(&e))?;
-        let conversation = if is_new {
-            conversations::create(&mut tx, id, input.tenant, input.agent, "api")
-                .await
-                .map_err(|e| db_error(&e))?
-        } else {
-            conversations::get_for_update(&mut tx, id)
-                .await
-                .map_err(|e| db_error(&e))?
-                .ok_or_else(|| ErrorCode::NotFound.status("conversation not found"))?
-        };
-        conversations::append(
-            &mut tx,
-            &conversation,
+        self.record(
+            &input,
+            conversation_id,
             &Exchange {
                 user_text: text,
-                reply,
+                reply: &reply,
                 prompt_tokens: usage.prompt_tokens,
                 completion_tokens: usage.completion_tokens,
                 cost_nanos: cost,
                 request_id,
-                refusal_reason,
+                refusal_reason: "",
             },
         )
         .await
-        .map_err(|e| db_error(&e))?;
+    }
+
+    /// Writes the exchange, creating the conversation on its first run.
+    async fn record(
+        &self,
+        input: &RunInput,
+        conversation_id: Uuid,
+        exchange: &Exchange<'_>,
+    ) -> Result<RunOutput, Status> {
+        let mut tx = begin_tenant(&self.db, input.tenant)
+            .await
+            .map_err(|e| db_error(&e))?;
+        let conversation = match input.conversation {
+            None => {
+                conversations::create(&mut tx, conversation_id, input.tenant, input.agent, "api")
+                    .await
+                    .map_err(|e| db_error(&e))?
+            }
+            Some(id) => conversations::get_for_update(&mut tx, id)
+                .await
+                .map_err(|e| db_error(&e))?
+                .ok_or_else(|| ErrorCode::NotFound.status("conversation not found"))?,
+        };
+        conversations::append(&mut tx, &conversation, exchange)
+            .await
+            .map_err(|e| db_error(&e))?;
         tx.commit().await.map_err(|e| db_error(&e))?;
         tracing::info!(
             tenant = %input.tenant, agent = %input.agent, conversation = %conversation.id,
-            cost = %format_usd(cost), refusal_reason, "agent run"
+            cost = %format_usd(exchange.cost_nanos), refusal_reason = exchange.refusal_reason,
+            "agent run"
         );
         Ok(RunOutput {
             conversation: conversation.id,
-            reply: reply.to_owned(),
-            prompt_tokens: usage.prompt_tokens,
-            completion_tokens: usage.completion_tokens,
-            cost_nanos: cost,
-            refusal_reason: refusal_reason.to_owned(),
+            reply: exchange.reply.to_owned(),
+            prompt_tokens: exchange.prompt_tokens,
+            completion_tokens: exchange.completion_tokens,
+            cost_nanos: exchange.cost_nanos,
+            refusal_reason: exchange.refusal_reason.to_owned(),
         })
     }
 }

@@ -259,6 +259,14 @@ pub async fn spawn_mesh() -> Mesh {
     spawn_mesh_with(MeshOptions::default()).await
 }
 
+/// The URL a service of the mesh was started on.
+fn url_in(grpc: &[(ServiceId, String)], id: ServiceId) -> String {
+    grpc.iter()
+        .find(|(s, _)| *s == id)
+        .map(|(_, url)| url.clone())
+        .expect("the service is started before its callers")
+}
+
 pub async fn spawn_mesh_with(options: MeshOptions) -> Mesh {
     let database = testkit::fresh_database().await.unwrap();
     let events_stream = format!("test:events:{}", uuid::Uuid::new_v4().simple());
@@ -327,11 +335,7 @@ pub async fn spawn_mesh_with(options: MeshOptions) -> Mesh {
         grpc.push((ServiceId::Billing, format!("http://{addr}")));
     }
     {
-        let billing_url = grpc
-            .iter()
-            .find(|(s, _)| *s == ServiceId::Billing)
-            .map(|(_, u)| u.clone())
-            .unwrap();
+        let billing_url = url_in(&grpc, ServiceId::Billing);
         let mut config = agent_svc::config::AgentConfig::from_env(
             testkit::service_config(ServiceId::Agent, &database).unwrap(),
         )
@@ -358,18 +362,12 @@ pub async fn spawn_mesh_with(options: MeshOptions) -> Mesh {
     }
     spawn_service!(ServiceId::Media, media_svc::startup::serve);
     {
-        let url = |id| {
-            grpc.iter()
-                .find(|(s, _)| *s == id)
-                .map(|(_, u): &(ServiceId, String)| u.clone())
-                .unwrap()
-        };
         let mut config = llm_svc::config::LlmConfig::from_env(
             testkit::service_config(ServiceId::Llm, &database).unwrap(),
         )
         .unwrap();
-        config.agent_url = url(ServiceId::Agent);
-        config.billing_url = url(ServiceId::Billing);
+        config.agent_url = url_in(&grpc, ServiceId::Agent);
+        config.billing_url = url_in(&grpc, ServiceId::Billing);
         // A hung provider fails a test in seconds, not a minute.
         config.provider_timeout = Duration::from_secs(5);
         let (listener, addr) = loopback().await;
@@ -382,12 +380,7 @@ pub async fn spawn_mesh_with(options: MeshOptions) -> Mesh {
         grpc.push((ServiceId::Llm, format!("http://{addr}")));
     }
 
-    let url_of = |id| {
-        grpc.iter()
-            .find(|(s, _)| *s == id)
-            .map(|(_, u): &(ServiceId, String)| u.clone())
-            .unwrap()
-    };
+    let url_of = |id| url_in(&grpc, id);
     let config = gateway::startup::Config {
         service: testkit::service_config(ServiceId::Gateway, &database).unwrap(),
         trust_forwarded_for: false,
