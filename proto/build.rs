@@ -13,6 +13,7 @@ const PROTOS: &[&str] = &[
     "crewmesh/billing/v1/billing_internal.proto",
     "crewmesh/media/v1/media.proto",
     "crewmesh/media/v1/media_internal.proto",
+    "crewmesh/messaging/v1/messaging.proto",
 ];
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {

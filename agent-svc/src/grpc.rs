@@ -700,7 +700,9 @@ impl crewmesh_proto::agent::v1::agent_internal_service_server::AgentInternalServ
         &self,
         request: Request<ResolveChannelRequest>,
     ) -> Result<Response<ResolveChannelResponse>, Status> {
-        caller(&request)?.require_service(&[ServiceId::Gateway])?;
+        // The gateway routes webhooks and delivers replies; llm-svc ingests
+        // a message's files with the connection's token.
+        caller(&request)?.require_service(&[ServiceId::Gateway, ServiceId::Llm])?;
         let req = request.get_ref();
         let kind = connection_kind(req.channel)?;
         if req.external_id.is_empty() {

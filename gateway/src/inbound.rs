@@ -1,144 +1,95 @@
 //! The durable hand-off of inbound channel messages: verified webhooks become
-//! normalized messages appended to a Redis Stream, which llm-svc workers read
-//! with a consumer group.
+//! normalized messages (`crewmesh.messaging.v1.InboundMessage`) appended to
+//! the inbound queue, whose partitions llm-svc workers consume.
 //!
 //! Each message's id (`slack:<event_id>`, `whatsapp:<wamid>`) is its dedupe
-//! key and travels end to end, so every later step can be idempotent. The
-//! "seen" mark and the append happen in one Lua script: a retry is dropped
-//! only if its first copy really was queued — a mark without a message would
-//! lose the message to the next retry.
+//! key and travels end to end, so every later step can be idempotent. Its
+//! conversation is the ordering key: one conversation's messages share a
+//! partition and are answered in the order they arrived. The append and the
+//! "seen" mark happen in one script, append first: a retry is dropped only
+//! if its first copy really was queued.
 
-use redis::{Script, aio::ConnectionManager};
-use serde::{Deserialize, Serialize};
-
-/// The default stream; tests use their own.
-pub const DEFAULT_STREAM: &str = "crewmesh:inbound";
+use crewmesh_proto::messaging::v1::InboundMessage;
+use mesh_kit::ErrorCode;
+use prost::Message as _;
+use streamq::{Enqueued, Entry, ProduceError, Producer};
 
 /// Slack retries for minutes and Meta for days: a week covers both.
-const SEEN_TTL_SECS: u64 = 7 * 24 * 3600;
+pub const SEEN_TTL_SECS: u64 = 7 * 24 * 3600;
 
-/// A file that came with a message; media-svc ingests it when the message is
-/// processed (`IngestChannelMedia` with `reference`), not while the webhook waits.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Attachment {
-    /// `image`, `document` or `file`; from WhatsApp also the other media
-    /// kinds as Meta names them (`audio`, `video`, `sticker`).
-    pub kind: String,
-    /// WhatsApp media id, or the Slack file's private URL.
-    pub reference: String,
-    #[serde(default, skip_serializing_if = "String::is_empty")]
-    pub mime_type: String,
-    #[serde(default, skip_serializing_if = "String::is_empty")]
-    pub filename: String,
-    #[serde(default, skip_serializing_if = "String::is_empty")]
-    pub caption: String,
-}
+/// Longest text queued, in characters; longer messages are cut (and marked
+/// so). The same bound llm-svc puts on a run's text.
+pub const MAX_TEXT_CHARS: usize = 16_000;
 
-/// Where a reply goes.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(tag = "kind", rename_all = "lowercase")]
-pub enum ReplyTo {
-    /// In the thread of the message (or starting one under it).
-    Slack { channel: String, thread_ts: String },
-    /// To the sender, from the business number that received the message.
-    Whatsapp { phone_number_id: String, to: String },
-}
-
-/// A message from a channel, normalized, with its owner resolved.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct InboundMessage {
-    pub id: String,
-    pub tenant_id: String,
-    pub agent_id: String,
-    pub connection_id: String,
-    /// Stable per conversation: Slack channel + thread, WhatsApp number + sender.
-    pub conversation: String,
-    /// Slack user id or WhatsApp `wa_id`.
-    pub sender: String,
-    #[serde(default, skip_serializing_if = "String::is_empty")]
-    pub sender_name: String,
-    pub text: String,
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub attachments: Vec<Attachment>,
-    /// When the channel says it was sent (Unix seconds, as a string as both send it).
-    pub sent_at: String,
-    pub reply_to: ReplyTo,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Enqueued {
-    /// Appended under this stream entry id.
-    Queued(String),
-    /// Seen before: a retry or a redelivery.
-    Duplicate,
-}
-
-#[derive(Clone)]
-pub struct InboundQueue {
-    redis: ConnectionManager,
-    stream: String,
-    script: Script,
-}
-
-impl std::fmt::Debug for InboundQueue {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("InboundQueue")
-            .field("stream", &self.stream)
-            .finish_non_exhaustive()
+/// Cuts `text` to [`MAX_TEXT_CHARS`]; true when it did.
+pub fn cap_text(text: &mut String) -> bool {
+    match text.char_indices().nth(MAX_TEXT_CHARS) {
+        Some((at, _)) => {
+            text.truncate(at);
+            true
+        }
+        None => false,
     }
 }
 
 #[derive(Debug, thiserror::Error)]
 pub enum QueueError {
-    #[error("the message queue is unavailable: {0}")]
-    Redis(#[from] redis::RedisError),
-    #[error("encoding the message: {0}")]
-    Encode(#[from] serde_json::Error),
+    #[error(transparent)]
+    Produce(#[from] ProduceError),
+}
+
+impl QueueError {
+    /// Both are worth the platform's retry: Redis is back soon, or the
+    /// workers catch up.
+    pub fn code(&self) -> ErrorCode {
+        match self {
+            QueueError::Produce(ProduceError::Redis(_) | ProduceError::Full { .. }) => {
+                ErrorCode::Unavailable
+            }
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct InboundQueue {
+    producer: Producer,
 }
 
 impl InboundQueue {
-    pub fn new(redis: ConnectionManager, stream: String) -> InboundQueue {
-        InboundQueue {
-            redis,
-            stream,
-            script: Script::new(
-                r"
-                if redis.call('SET', KEYS[1], '1', 'NX', 'EX', ARGV[1]) then
-                    return redis.call('XADD', KEYS[2], '*', 'id', ARGV[2], 'message', ARGV[3])
-                end
-                return false
-                ",
-            ),
-        }
-    }
-
-    pub fn stream(&self) -> &str {
-        &self.stream
+    pub fn new(producer: Producer) -> InboundQueue {
+        InboundQueue { producer }
     }
 
     /// Whether Redis answers, for readiness.
     pub async fn ping(&self) -> Result<(), redis::RedisError> {
-        let mut redis = self.redis.clone();
-        redis::cmd("PING")
-            .query_async::<String>(&mut redis)
-            .await
-            .map(drop)
+        self.producer.ping().await
     }
 
     /// Appends `message` unless its id was queued before.
     pub async fn enqueue(&self, message: &InboundMessage) -> Result<Enqueued, QueueError> {
-        let body = serde_json::to_string(message)?;
-        let seen = format!("{}:seen:{}", self.stream, message.id);
-        let mut redis = self.redis.clone();
-        let entry: Option<String> = self
-            .script
-            .key(seen)
-            .key(&self.stream)
-            .arg(SEEN_TTL_SECS)
-            .arg(&message.id)
-            .arg(body)
-            .invoke_async(&mut redis)
-            .await?;
-        Ok(entry.map_or(Enqueued::Duplicate, Enqueued::Queued))
+        let payload = message.encode_to_vec();
+        Ok(self
+            .producer
+            .enqueue(&Entry {
+                id: &message.id,
+                key: &message.conversation,
+                payload: &payload,
+            })
+            .await?)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn long_texts_are_cut_on_a_character_boundary() {
+        let mut short = "héllo".to_owned();
+        assert!(!cap_text(&mut short));
+        assert_eq!(short, "héllo");
+        let mut long = "é".repeat(MAX_TEXT_CHARS + 5);
+        assert!(cap_text(&mut long));
+        assert_eq!(long.chars().count(), MAX_TEXT_CHARS);
     }
 }

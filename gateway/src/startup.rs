@@ -20,10 +20,12 @@ use mesh_kit::{
     auth::{TokenSigner, TokenVerifier},
     client::lazy_channel,
     config::var,
+    queues::Queues,
     service::ServiceConfig,
 };
 use redis::aio::ConnectionManager;
 use secrecy::{ExposeSecret as _, SecretString};
+use streamq::Producer;
 use tokio::net::TcpListener;
 use tonic::transport::Channel;
 use tower_http::{
@@ -89,8 +91,8 @@ pub struct Config {
     /// (the subscription handshake); without them the WhatsApp webhook answers 503.
     pub whatsapp_app_secret: Option<SecretString>,
     pub whatsapp_verify_token: Option<SecretString>,
-    /// The Redis Stream inbound messages are appended to.
-    pub inbound_stream: String,
+    /// The message queues: inbound for webhooks, outbound for delivery.
+    pub queues: Queues,
 }
 
 impl Config {
@@ -106,8 +108,7 @@ impl Config {
             slack_signing_secret: mesh_kit::config::secret_var("SLACK_SIGNING_SECRET"),
             whatsapp_app_secret: mesh_kit::config::secret_var("WHATSAPP_APP_SECRET"),
             whatsapp_verify_token: mesh_kit::config::secret_var("WHATSAPP_VERIFY_TOKEN"),
-            inbound_stream: var("CREWMESH_INBOUND_STREAM")
-                .unwrap_or_else(|| crate::inbound::DEFAULT_STREAM.to_owned()),
+            queues: Queues::from_env()?,
         })
     }
 }
@@ -164,7 +165,12 @@ impl AppState {
             agents: AgentServiceClient::new(agent.clone()),
             agents_internal: AgentInternalServiceClient::new(agent),
             routes: Default::default(),
-            inbound: InboundQueue::new(redis, config.inbound_stream.clone()),
+            inbound: InboundQueue::new(Producer::new(
+                redis,
+                config.queues.inbound.clone(),
+                config.queues.max_len,
+                crate::inbound::SEEN_TTL_SECS,
+            )),
             slack_signing_secret: config.slack_signing_secret.clone(),
             whatsapp_app_secret: config.whatsapp_app_secret.clone(),
             whatsapp_verify_token: config.whatsapp_verify_token.clone(),

@@ -39,3 +39,10 @@ pub mod media {
         tonic::include_proto!("crewmesh.media.v1");
     }
 }
+
+/// Queue entries between the gateway and llm-svc (not a gRPC service).
+pub mod messaging {
+    pub mod v1 {
+        tonic::include_proto!("crewmesh.messaging.v1");
+    }
+}

@@ -17,7 +17,7 @@ use std::{
 };
 
 use aws_lc_rs::hmac;
-use crewmesh_tests::{SLACK_SIGNING_SECRET, spawn_mesh};
+use crewmesh_tests::{SLACK_SIGNING_SECRET, spawn_mesh_without_workers as spawn_mesh};
 use serde_json::json;
 
 const CALLERS: usize = 16;

@@ -21,8 +21,8 @@ pub struct Mesh {
     pub http: reqwest::Client,
     /// The Redis Stream identity-svc's outbox publishes to (unique per mesh).
     pub events_stream: String,
-    /// The Redis Stream the gateway queues inbound channel messages on (unique per mesh).
-    pub inbound_stream: String,
+    /// The mesh's message queues (their own keys per mesh).
+    pub queues: mesh_kit::queues::Queues,
     /// The mesh's own database, for tests that inspect what is stored.
     pub database: secrecy::SecretString,
     shutdown: Shutdown,
@@ -139,23 +139,33 @@ impl Mesh {
         (tenant, member, user["id"].as_str().unwrap().to_owned())
     }
 
-    /// Every message the gateway queued on this mesh's inbound stream, oldest first.
-    pub async fn inbound_messages(&self) -> Vec<gateway::inbound::InboundMessage> {
+    /// Every message the gateway queued on this mesh's inbound queue, oldest first.
+    pub async fn inbound_messages(&self) -> Vec<crewmesh_proto::messaging::v1::InboundMessage> {
+        use prost::Message as _;
         let client = redis::Client::open(testkit::redis_url()).unwrap();
         let mut redis = client.get_multiplexed_async_connection().await.unwrap();
-        let entries: redis::streams::StreamRangeReply = redis::cmd("XRANGE")
-            .arg(&self.inbound_stream)
-            .arg("-")
-            .arg("+")
-            .query_async(&mut redis)
-            .await
-            .unwrap();
+        let topology = &self.queues.inbound;
+        let mut entries = Vec::new();
+        for p in 0..topology.partitions() {
+            let range: redis::streams::StreamRangeReply = redis::cmd("XRANGE")
+                .arg(topology.stream(p))
+                .arg("-")
+                .arg("+")
+                .query_async(&mut redis)
+                .await
+                .unwrap();
+            entries.extend(range.ids);
+        }
+        let order = |id: &str| -> (u64, u64) {
+            let (ms, seq) = id.split_once('-').unwrap();
+            (ms.parse().unwrap(), seq.parse().unwrap())
+        };
+        entries.sort_by_key(|e| order(&e.id));
         entries
-            .ids
             .iter()
             .map(|entry| {
-                let body: String = entry.get("message").unwrap();
-                serde_json::from_str(&body).unwrap()
+                let body: Vec<u8> = entry.get("message").unwrap();
+                crewmesh_proto::messaging::v1::InboundMessage::decode(body.as_slice()).unwrap()
             })
             .collect()
     }
@@ -240,6 +250,9 @@ pub struct MeshOptions {
     pub stripe_api_base: Option<String>,
     /// `SLACK_API_BASE` of a Slack stand-in; None leaves the Slack app unconfigured.
     pub slack_api_base: Option<String>,
+    /// Whether llm-svc answers queued messages and the gateway delivers
+    /// replies; off for tests that inspect the queue itself.
+    pub queue_workers: bool,
 }
 
 impl Default for MeshOptions {
@@ -250,6 +263,7 @@ impl Default for MeshOptions {
             failed_logins_per_address: 20,
             stripe_api_base: None,
             slack_api_base: None,
+            queue_workers: true,
         }
     }
 }
@@ -257,6 +271,15 @@ impl Default for MeshOptions {
 /// Starts every service and the gateway, and returns once `/readyz` says ready.
 pub async fn spawn_mesh() -> Mesh {
     spawn_mesh_with(MeshOptions::default()).await
+}
+
+/// A mesh whose queues nobody consumes: what the webhooks queued stays there.
+pub async fn spawn_mesh_without_workers() -> Mesh {
+    spawn_mesh_with(MeshOptions {
+        queue_workers: false,
+        ..MeshOptions::default()
+    })
+    .await
 }
 
 /// The URL a service of the mesh was started on.
@@ -270,7 +293,13 @@ fn url_in(grpc: &[(ServiceId, String)], id: ServiceId) -> String {
 pub async fn spawn_mesh_with(options: MeshOptions) -> Mesh {
     let database = testkit::fresh_database().await.unwrap();
     let events_stream = format!("test:events:{}", uuid::Uuid::new_v4().simple());
-    let inbound_stream = format!("test:inbound:{}", uuid::Uuid::new_v4().simple());
+    let mut queues = mesh_kit::queues::Queues::named(
+        &format!("test:{}", uuid::Uuid::new_v4().simple()),
+        4,
+        "test-mesh",
+    )
+    .unwrap();
+    queues.workers = options.queue_workers;
     let shutdown = Shutdown::new();
     let mut grpc = Vec::new();
 
@@ -388,7 +417,7 @@ pub async fn spawn_mesh_with(options: MeshOptions) -> Mesh {
         slack_signing_secret: Some(SLACK_SIGNING_SECRET.to_owned().into()),
         whatsapp_app_secret: Some(WHATSAPP_APP_SECRET.to_owned().into()),
         whatsapp_verify_token: Some(WHATSAPP_VERIFY_TOKEN.to_owned().into()),
-        inbound_stream: inbound_stream.clone(),
+        queues: queues.clone(),
         upstreams: gateway::startup::Upstreams {
             identity: url_of(ServiceId::Identity),
             agent: url_of(ServiceId::Agent),
@@ -410,7 +439,7 @@ pub async fn spawn_mesh_with(options: MeshOptions) -> Mesh {
         grpc,
         http: reqwest::Client::new(),
         events_stream,
-        inbound_stream,
+        queues,
         database: database.clone(),
         shutdown,
     };

@@ -119,8 +119,19 @@ async fn admins_connect_slack_and_whatsapp_and_the_gateway_resolves_them() {
         .unwrap_err();
     assert_eq!(ErrorCode::of_status(&missing), ErrorCode::NotFound);
 
-    // Only the gateway may resolve: no other service, and no user.
-    for service in [ServiceId::Llm, ServiceId::Billing, ServiceId::Media] {
+    // Only the gateway (webhooks, delivery) and llm-svc (a message's files)
+    // may resolve: no other service, and no user.
+    assert!(
+        resolve(&mesh, ServiceId::Llm, Channel::Slack, "T0ACME001")
+            .await
+            .is_ok()
+    );
+    for service in [
+        ServiceId::Billing,
+        ServiceId::Media,
+        ServiceId::Identity,
+        ServiceId::Agent,
+    ] {
         let refused = resolve(&mesh, service, Channel::Slack, "T0ACME001")
             .await
             .unwrap_err();

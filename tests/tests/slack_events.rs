@@ -5,8 +5,10 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use aws_lc_rs::hmac;
-use crewmesh_tests::{Mesh, SLACK_SIGNING_SECRET, spawn_mesh};
-use gateway::inbound::{Attachment, ReplyTo};
+use crewmesh_proto::messaging::v1::{
+    Attachment, AttachmentKind, ReplyTarget, SlackTarget, reply_target,
+};
+use crewmesh_tests::{Mesh, SLACK_SIGNING_SECRET, spawn_mesh_without_workers as spawn_mesh};
 use serde_json::{Value, json};
 
 fn sign(secret: &str, ts: i64, body: &str) -> String {
@@ -169,13 +171,16 @@ async fn a_mention_is_queued_once_for_its_tenant_and_agent_however_often_slack_r
         "slack:T0ACME001:C0SUPPORT1:1700000000.000100"
     );
     assert_eq!(message.text, "<@U0BOT> where is my order?");
-    assert_eq!(message.sent_at, "1700000000.000100");
+    assert_eq!(message.sent_at, 1_700_000_000);
     assert_eq!(
         message.reply_to,
-        ReplyTo::Slack {
-            channel: "C0SUPPORT1".into(),
-            thread_ts: "1700000000.000100".into()
-        }
+        Some(ReplyTarget {
+            target: Some(reply_target::Target::Slack(SlackTarget {
+                team_id: "T0ACME001".into(),
+                channel: "C0SUPPORT1".into(),
+                thread_ts: "1700000000.000100".into()
+            }))
+        })
     );
 
     // A direct message in a thread, with a file: replies stay in the thread.
@@ -199,7 +204,7 @@ async fn a_mention_is_queued_once_for_its_tenant_and_agent_however_often_slack_r
     assert_eq!(
         dm.attachments,
         [Attachment {
-            kind: "image".into(),
+            kind: AttachmentKind::Image.into(),
             reference: "https://files.slack.com/files-pri/T0ACME001-F0FILE0001/receipt.png".into(),
             mime_type: "image/png".into(),
             filename: "receipt.png".into(),

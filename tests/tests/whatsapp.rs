@@ -6,8 +6,12 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use aws_lc_rs::hmac;
-use crewmesh_tests::{Mesh, WHATSAPP_APP_SECRET, WHATSAPP_VERIFY_TOKEN, spawn_mesh};
-use gateway::inbound::{Attachment, ReplyTo};
+use crewmesh_proto::messaging::v1::{
+    Attachment, AttachmentKind, ReplyTarget, WhatsappTarget, reply_target,
+};
+use crewmesh_tests::{
+    Mesh, WHATSAPP_APP_SECRET, WHATSAPP_VERIFY_TOKEN, spawn_mesh_without_workers as spawn_mesh,
+};
 use serde_json::{Value, json};
 
 const PHONE_NUMBER_ID: &str = "106540352242922";
@@ -199,13 +203,15 @@ async fn a_signed_whatsapp_text_is_queued_once_fully_normalized() {
     assert_eq!(message.sender_name, "Sheena Nelson");
     assert_eq!(message.text, "Where is my order?");
     assert!(message.attachments.is_empty());
-    assert_eq!(message.sent_at, "1739321024");
+    assert_eq!(message.sent_at, 1_739_321_024);
     assert_eq!(
         message.reply_to,
-        ReplyTo::Whatsapp {
-            phone_number_id: PHONE_NUMBER_ID.into(),
-            to: CUSTOMER.into()
-        }
+        Some(ReplyTarget {
+            target: Some(reply_target::Target::Whatsapp(WhatsappTarget {
+                phone_number_id: PHONE_NUMBER_ID.into(),
+                to: CUSTOMER.into()
+            }))
+        })
     );
 
     // Meta redelivers whatever it did not see acknowledged: nothing new is queued.
@@ -246,11 +252,11 @@ async fn whatsapp_images_and_documents_become_attachments() {
     let image = &queued[0];
     assert_eq!(image.id, "whatsapp:wamid.image");
     assert_eq!(image.text, "The damaged box", "the caption is the text");
-    assert_eq!(image.sent_at, "1744344496");
+    assert_eq!(image.sent_at, 1_744_344_496);
     assert_eq!(
         image.attachments,
         vec![Attachment {
-            kind: "image".into(),
+            kind: AttachmentKind::Image.into(),
             reference: "1003383421387256".into(),
             mime_type: "image/jpeg".into(),
             filename: String::new(),
@@ -263,7 +269,7 @@ async fn whatsapp_images_and_documents_become_attachments() {
     assert_eq!(
         document.attachments,
         vec![Attachment {
-            kind: "document".into(),
+            kind: AttachmentKind::Document.into(),
             reference: "1203901584620839".into(),
             mime_type: "application/pdf".into(),
             filename: "invoice-4471.pdf".into(),

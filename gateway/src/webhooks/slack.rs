@@ -20,9 +20,13 @@ use super::{configured, decode_hex, required_header, routing::resolve};
 use crate::{
     auth::RequestMeta,
     error::{ApiError, ErrorBody},
-    inbound::{Attachment, Enqueued, InboundMessage, ReplyTo},
+    inbound::cap_text,
     startup::AppState,
 };
+use crewmesh_proto::messaging::v1::{
+    Attachment, AttachmentKind, InboundMessage, ReplyTarget, SlackTarget, reply_target,
+};
+use streamq::Enqueued;
 
 /// python-slack-sdk's window: Slack retries within minutes, so an older
 /// request is a replay.
@@ -159,28 +163,33 @@ fn without_mention(text: &str, bot_user_id: &str) -> String {
 fn normalize(
     incoming: &Incoming<'_>,
     resolved: &crewmesh_proto::agent::v1::ResolveChannelResponse,
+    meta: &RequestMeta,
 ) -> InboundMessage {
     let event = incoming.event;
     let thread = event.thread_ts.clone().unwrap_or_else(|| event.ts.clone());
+    let mut text = without_mention(&event.text, &resolved.bot_user_id);
+    let truncated = cap_text(&mut text);
     InboundMessage {
         id: format!("slack:{}", incoming.event_id),
         tenant_id: resolved.tenant_id.clone(),
         agent_id: resolved.agent_id.clone(),
         connection_id: resolved.connection_id.clone(),
+        channel: Channel::Slack.into(),
         conversation: format!("slack:{}:{}:{thread}", incoming.team_id, event.channel),
         sender: incoming.user.to_owned(),
         sender_name: String::new(),
-        text: without_mention(&event.text, &resolved.bot_user_id),
+        text,
         attachments: event
             .files
             .iter()
             .filter_map(|f| {
+                let kind = if f.mimetype.starts_with("image/") {
+                    AttachmentKind::Image
+                } else {
+                    AttachmentKind::Document
+                };
                 Some(Attachment {
-                    kind: if f.mimetype.starts_with("image/") {
-                        "image".into()
-                    } else {
-                        "file".into()
-                    },
+                    kind: kind.into(),
                     reference: f.url_private.clone()?,
                     mime_type: f.mimetype.clone(),
                     filename: f.name.clone(),
@@ -188,11 +197,23 @@ fn normalize(
                 })
             })
             .collect(),
-        sent_at: event.ts.clone(),
-        reply_to: ReplyTo::Slack {
-            channel: event.channel.clone(),
-            thread_ts: thread,
-        },
+        // `ts` is `<unix seconds>.<sequence>`.
+        sent_at: event
+            .ts
+            .split('.')
+            .next()
+            .and_then(|s| s.parse().ok())
+            .unwrap_or_default(),
+        reply_to: Some(ReplyTarget {
+            target: Some(reply_target::Target::Slack(SlackTarget {
+                team_id: incoming.team_id.to_owned(),
+                channel: event.channel.clone(),
+                thread_ts: thread,
+            })),
+        }),
+        received_at_ms: chrono::Utc::now().timestamp_millis(),
+        traceparent: meta.traceparent.clone().unwrap_or_default(),
+        truncated,
     }
 }
 
@@ -313,11 +334,12 @@ pub async fn receive(
             user,
         },
         &resolved,
+        &meta,
     );
     let enqueued = state.inbound.enqueue(&message).await.map_err(|e| {
         tracing::error!(error = %e, id = %message.id, "queueing a Slack message failed");
         fail(
-            ErrorCode::Unavailable,
+            e.code(),
             "the message queue is unavailable; Slack will retry".into(),
         )
     })?;

@@ -51,9 +51,13 @@ use super::{configured, decode_hex, required_header, routing::resolve};
 use crate::{
     auth::RequestMeta,
     error::{ApiError, ErrorBody},
-    inbound::{Attachment, Enqueued, InboundMessage, QueueError, ReplyTo},
+    inbound::cap_text,
     startup::AppState,
 };
+use crewmesh_proto::messaging::v1::{
+    Attachment, AttachmentKind, InboundMessage, ReplyTarget, WhatsappTarget, reply_target,
+};
+use streamq::Enqueued;
 
 pub const SIGNATURE_HEADER: &str = "x-hub-signature-256";
 /// The envelope `object` of WhatsApp Business deliveries.
@@ -215,21 +219,20 @@ pub async fn receive(
             continue;
         };
         for message in batch.messages {
-            let Some(message) = normalize(&batch.phone_number_id, &batch.contacts, message, &route)
+            let Some(mut message) =
+                normalize(&batch.phone_number_id, &batch.contacts, message, &route)
             else {
                 continue;
             };
+            message.received_at_ms = chrono::Utc::now().timestamp_millis();
+            message.traceparent = meta.traceparent.clone().unwrap_or_default();
             match state.inbound.enqueue(&message).await {
                 Ok(Enqueued::Queued(_)) => received.queued += 1,
                 Ok(Enqueued::Duplicate) => received.duplicates += 1,
                 Err(e) => {
                     tracing::error!(error = %e, id = %message.id, "queueing a WhatsApp message");
-                    let code = match e {
-                        QueueError::Redis(_) => ErrorCode::Unavailable,
-                        QueueError::Encode(_) => ErrorCode::Internal,
-                    };
                     return Err(fail(
-                        code,
+                        e.code(),
                         "the message could not be queued; the delivery will be retried".into(),
                     ));
                 }
@@ -367,6 +370,18 @@ fn parse(body: &[u8]) -> Result<Vec<Batch>, serde_json::Error> {
     Ok(batches)
 }
 
+/// Meta's media message kinds as attachments; None for kinds without media.
+fn attachment_kind(kind: &str) -> Option<AttachmentKind> {
+    match kind {
+        "image" => Some(AttachmentKind::Image),
+        "document" => Some(AttachmentKind::Document),
+        "audio" => Some(AttachmentKind::Audio),
+        "video" => Some(AttachmentKind::Video),
+        "sticker" => Some(AttachmentKind::Sticker),
+        _ => None,
+    }
+}
+
 /// The normalized message, or None for a kind without text or media.
 fn normalize(
     phone_number_id: &str,
@@ -375,7 +390,7 @@ fn normalize(
     route: &ResolveChannelResponse,
 ) -> Option<InboundMessage> {
     let payload = message.payloads.get(&message.kind);
-    let (text, attachments) = if message.kind == "text" {
+    let (mut text, attachments) = if message.kind == "text" {
         let body = payload
             .and_then(|p| p.get("body"))
             .and_then(Value::as_str)
@@ -385,13 +400,14 @@ fn normalize(
         let media = payload
             .and_then(|p| Media::deserialize(p).ok())
             .unwrap_or_default();
-        if media.id.is_empty() {
+        let kind = attachment_kind(&message.kind);
+        let Some(kind) = kind.filter(|_| !media.id.is_empty()) else {
             tracing::debug!(kind = %message.kind, id = %message.id, "WhatsApp message without text or media skipped");
             return None;
-        }
+        };
         let text = media.caption.clone();
         let attachment = Attachment {
-            kind: message.kind.clone(),
+            kind: kind.into(),
             reference: media.id,
             mime_type: media.mime_type,
             filename: media.filename,
@@ -399,6 +415,7 @@ fn normalize(
         };
         (text, vec![attachment])
     };
+    let truncated = cap_text(&mut text);
     let sender_name = contacts
         .iter()
         .find(|c| c.wa_id == message.from)
@@ -410,16 +427,22 @@ fn normalize(
         tenant_id: route.tenant_id.clone(),
         agent_id: route.agent_id.clone(),
         connection_id: route.connection_id.clone(),
+        channel: Channel::Whatsapp.into(),
         conversation: format!("whatsapp:{phone_number_id}:{}", message.from),
         sender: message.from.clone(),
         sender_name,
         text,
         attachments,
-        sent_at: message.timestamp,
-        reply_to: ReplyTo::Whatsapp {
-            phone_number_id: phone_number_id.to_owned(),
-            to: message.from,
-        },
+        sent_at: message.timestamp.trim().parse().unwrap_or_default(),
+        reply_to: Some(ReplyTarget {
+            target: Some(reply_target::Target::Whatsapp(WhatsappTarget {
+                phone_number_id: phone_number_id.to_owned(),
+                to: message.from,
+            })),
+        }),
+        received_at_ms: 0,
+        traceparent: String::new(),
+        truncated,
     })
 }
 
@@ -573,7 +596,7 @@ mod tests {
         assert_eq!(text.sender, "16505551234");
         assert_eq!(text.sender_name, "Kerry");
         assert_eq!(text.text, "hello");
-        assert_eq!(text.sent_at, "1700000000");
+        assert_eq!(text.sent_at, 1_700_000_000);
         assert_eq!(
             (text.tenant_id.as_str(), text.agent_id.as_str()),
             ("t1", "a1")
@@ -581,20 +604,22 @@ mod tests {
         assert_eq!(text.connection_id, "c1");
         assert_eq!(
             text.reply_to,
-            ReplyTo::Whatsapp {
-                phone_number_id: "PN1".into(),
-                to: "16505551234".into()
-            }
+            Some(ReplyTarget {
+                target: Some(reply_target::Target::Whatsapp(WhatsappTarget {
+                    phone_number_id: "PN1".into(),
+                    to: "16505551234".into()
+                }))
+            })
         );
         assert!(text.attachments.is_empty());
 
         let image = &messages[1];
         assert_eq!(image.text, "receipt");
-        assert_eq!(image.sent_at, "1700000001", "a numeric timestamp is kept");
+        assert_eq!(image.sent_at, 1_700_000_001, "a numeric timestamp is kept");
         assert_eq!(
             image.attachments,
             vec![Attachment {
-                kind: "image".into(),
+                kind: AttachmentKind::Image.into(),
                 reference: "M1".into(),
                 mime_type: "image/jpeg".into(),
                 filename: String::new(),
@@ -604,12 +629,12 @@ mod tests {
         let document = &messages[2];
         assert_eq!(document.sender_name, "", "no contact for this sender");
         assert_eq!(document.text, "");
-        assert_eq!(document.attachments[0].kind, "document");
+        assert_eq!(document.attachments[0].kind(), AttachmentKind::Document);
         assert_eq!(document.attachments[0].filename, "a.pdf");
         assert_eq!(document.attachments[0].reference, "M2");
         let audio = &messages[3];
         assert_eq!(audio.text, "");
-        assert_eq!(audio.attachments[0].kind, "audio");
+        assert_eq!(audio.attachments[0].kind(), AttachmentKind::Audio);
         assert_eq!(audio.attachments[0].reference, "M3");
     }
 

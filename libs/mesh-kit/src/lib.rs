@@ -11,6 +11,7 @@ pub mod config;
 pub mod db;
 pub mod error;
 pub mod metrics;
+pub mod queues;
 pub mod secrets;
 pub mod server;
 pub mod shutdown;
