@@ -53,6 +53,9 @@ pub struct Connection {
     pub token_hint: String,
     pub display_name: String,
     pub bot_user_id: String,
+    /// WhatsApp only, both or neither: see [`NewConnection::reply_template_name`].
+    pub reply_template_name: String,
+    pub reply_template_language: String,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
 }
@@ -67,6 +70,13 @@ pub struct NewConnection {
     pub default_channel: String,
     pub display_name: String,
     pub bot_user_id: String,
+    /// WhatsApp only: the approved template a reply goes out as once Meta's
+    /// 24-hour customer service window has closed (empty: none, and such a
+    /// reply is dead-lettered instead). The template takes one body variable
+    /// (`{{1}}`), which receives the reply text cut to 1,024 characters.
+    pub reply_template_name: String,
+    /// The template's language code, e.g. `en_US`; set exactly when the name is.
+    pub reply_template_language: String,
 }
 
 /// An inbound identifier's owner and the credentials to answer on it.
@@ -78,6 +88,8 @@ pub struct Resolved {
     pub token: SecretString,
     pub default_channel: String,
     pub bot_user_id: String,
+    pub reply_template_name: String,
+    pub reply_template_language: String,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -113,6 +125,67 @@ fn slack_id(value: &str, prefixes: &[char]) -> bool {
     chars.next().is_some_and(|c| prefixes.contains(&c))
         && (3..=21).contains(&value.len())
         && chars.all(|c| c.is_ascii_uppercase() || c.is_ascii_digit())
+}
+
+/// Meta's template names: lower-case letters, digits and underscores.
+fn template_name(value: &str) -> bool {
+    (1..=512).contains(&value.len())
+        && value
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_')
+}
+
+/// `en`, `fil` or `en_US`: Meta's template language codes.
+fn template_language(value: &str) -> bool {
+    let (language, region) = match value.split_once('_') {
+        Some((language, region)) => (language, Some(region)),
+        None => (value, None),
+    };
+    (2..=3).contains(&language.len())
+        && language.bytes().all(|b| b.is_ascii_lowercase())
+        && region.is_none_or(|r| r.len() == 2 && r.bytes().all(|b| b.is_ascii_uppercase()))
+}
+
+fn validate_template(new: &NewConnection) -> Result<(), ChannelError> {
+    let (name, language) = (&new.reply_template_name, &new.reply_template_language);
+    if name.is_empty() && language.is_empty() {
+        return Ok(());
+    }
+    if new.kind == Kind::Slack {
+        return Err(invalid(
+            if name.is_empty() {
+                "reply_template_language"
+            } else {
+                "reply_template_name"
+            },
+            "applies to WhatsApp only; leave it empty for Slack",
+        ));
+    }
+    if name.is_empty() {
+        return Err(invalid(
+            "reply_template_name",
+            "is required with reply_template_language",
+        ));
+    }
+    if language.is_empty() {
+        return Err(invalid(
+            "reply_template_language",
+            "is required with reply_template_name",
+        ));
+    }
+    if !template_name(name) {
+        return Err(invalid(
+            "reply_template_name",
+            "must be 1–512 lower-case letters, digits or underscores, as Meta names templates",
+        ));
+    }
+    if !template_language(language) {
+        return Err(invalid(
+            "reply_template_language",
+            "must be a template language code such as en or en_US",
+        ));
+    }
+    Ok(())
 }
 
 pub fn validate(new: &NewConnection) -> Result<(), ChannelError> {
@@ -165,11 +238,12 @@ pub fn validate(new: &NewConnection) -> Result<(), ChannelError> {
     if new.display_name.len() > 200 || new.bot_user_id.len() > 64 {
         return Err(invalid("display_name", "is too long"));
     }
-    Ok(())
+    validate_template(new)
 }
 
 const COLUMNS: &str = "id, tenant_id, agent_id, channel, external_id, default_channel, \
-                       token_hint, display_name, bot_user_id, created_at, updated_at";
+                       token_hint, display_name, bot_user_id, reply_template_name, \
+                       reply_template_language, created_at, updated_at";
 
 fn insert_error(e: sqlx::Error, kind: Kind) -> ChannelError {
     match violated_constraint(&e) {
@@ -208,8 +282,9 @@ async fn insert(
     sqlx::query_as(sqlx::AssertSqlSafe(format!(
         "INSERT INTO channel_connections
              (id, tenant_id, agent_id, channel, external_id, default_channel,
-              token_ciphertext, token_hint, display_name, bot_user_id)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) RETURNING {COLUMNS}"
+              token_ciphertext, token_hint, display_name, bot_user_id,
+              reply_template_name, reply_template_language)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12) RETURNING {COLUMNS}"
     )))
     .bind(Uuid::now_v7())
     .bind(tenant)
@@ -221,6 +296,8 @@ async fn insert(
     .bind(&sealed.hint)
     .bind(&new.display_name)
     .bind(&new.bot_user_id)
+    .bind(&new.reply_template_name)
+    .bind(&new.reply_template_language)
     .fetch_one(&mut *tx)
     .await
     .map_err(|e| insert_error(e, new.kind))
@@ -301,8 +378,20 @@ pub async fn resolve(
     external_id: &str,
 ) -> Result<Option<Resolved>, ChannelError> {
     let mut tx = begin_platform(db).await?;
-    let row: Option<(Uuid, Uuid, Uuid, String, String, String)> = sqlx::query_as(
-        "SELECT id, tenant_id, agent_id, token_ciphertext, default_channel, bot_user_id
+    #[derive(sqlx::FromRow)]
+    struct Row {
+        id: Uuid,
+        tenant_id: Uuid,
+        agent_id: Uuid,
+        token_ciphertext: String,
+        default_channel: String,
+        bot_user_id: String,
+        reply_template_name: String,
+        reply_template_language: String,
+    }
+    let row: Option<Row> = sqlx::query_as(
+        "SELECT id, tenant_id, agent_id, token_ciphertext, default_channel, bot_user_id,
+                reply_template_name, reply_template_language
            FROM channel_connections WHERE channel = $1 AND external_id = $2",
     )
     .bind(kind.as_str())
@@ -310,21 +399,22 @@ pub async fn resolve(
     .fetch_optional(&mut *tx)
     .await?;
     tx.commit().await?;
-    let Some((connection_id, tenant_id, agent_id, ciphertext, default_channel, bot_user_id)) = row
-    else {
+    let Some(row) = row else {
         return Ok(None);
     };
     let plaintext = keyring
-        .decrypt(&ciphertext)
+        .decrypt(&row.token_ciphertext)
         .map_err(|_| ChannelError::Undecryptable)?;
     let token = String::from_utf8(plaintext).map_err(|_| ChannelError::Undecryptable)?;
     Ok(Some(Resolved {
-        connection_id,
-        tenant_id,
-        agent_id,
+        connection_id: row.id,
+        tenant_id: row.tenant_id,
+        agent_id: row.agent_id,
         token: token.into(),
-        default_channel,
-        bot_user_id,
+        default_channel: row.default_channel,
+        bot_user_id: row.bot_user_id,
+        reply_template_name: row.reply_template_name,
+        reply_template_language: row.reply_template_language,
     }))
 }
 
@@ -412,6 +502,8 @@ mod tests {
             default_channel: default_channel.into(),
             display_name: String::new(),
             bot_user_id: String::new(),
+            reply_template_name: String::new(),
+            reply_template_language: String::new(),
         }
     }
 
@@ -470,6 +562,69 @@ mod tests {
             field(validate(&whatsapp("106540352242922", "EAAG", "C0123"))),
             Some("default_channel")
         );
+    }
+
+    fn templated(kind: Kind, name: &str, language: &str) -> NewConnection {
+        let base = match kind {
+            Kind::Slack => slack("T0123ABCD", "xoxb-1-2-abc", ""),
+            Kind::WhatsApp => whatsapp("106540352242922", "EAAG-token", ""),
+        };
+        NewConnection {
+            reply_template_name: name.into(),
+            reply_template_language: language.into(),
+            ..base
+        }
+    }
+
+    #[test]
+    fn reply_templates_are_whatsapp_only_and_come_in_pairs() {
+        for (name, language) in [
+            ("order_update", "en_US"),
+            ("order_update", "en"),
+            ("x", "fil"),
+        ] {
+            assert!(
+                validate(&templated(Kind::WhatsApp, name, language)).is_ok(),
+                "{name} {language}"
+            );
+        }
+        assert!(validate(&templated(Kind::WhatsApp, &"a".repeat(512), "pt_BR")).is_ok());
+        let refused =
+            |kind, name: &str, language: &str| field(validate(&templated(kind, name, language)));
+        assert_eq!(
+            refused(Kind::Slack, "order_update", "en_US"),
+            Some("reply_template_name")
+        );
+        assert_eq!(
+            refused(Kind::Slack, "", "en_US"),
+            Some("reply_template_language")
+        );
+        assert_eq!(
+            refused(Kind::WhatsApp, "order_update", ""),
+            Some("reply_template_language")
+        );
+        assert_eq!(
+            refused(Kind::WhatsApp, "", "en_US"),
+            Some("reply_template_name")
+        );
+        for name in ["Order_Update", "order-update", "order update", "ordér"] {
+            assert_eq!(
+                refused(Kind::WhatsApp, name, "en_US"),
+                Some("reply_template_name"),
+                "{name}"
+            );
+        }
+        assert_eq!(
+            refused(Kind::WhatsApp, &"a".repeat(513), "en_US"),
+            Some("reply_template_name")
+        );
+        for language in ["e", "engl", "EN", "en_us", "en-US", "en_USA", "en_"] {
+            assert_eq!(
+                refused(Kind::WhatsApp, "order_update", language),
+                Some("reply_template_language"),
+                "{language}"
+            );
+        }
     }
 
     #[test]

@@ -197,6 +197,8 @@ fn proto_connection(c: Connection) -> ProtoConnection {
         display_name: c.display_name,
         bot_user_id: c.bot_user_id,
         updated_at: Some(timestamp(c.updated_at)),
+        reply_template_name: c.reply_template_name,
+        reply_template_language: c.reply_template_language,
     }
 }
 
@@ -545,6 +547,8 @@ impl crewmesh_proto::agent::v1::agent_service_server::AgentService for AgentApi 
             default_channel: req.default_channel.trim().to_owned(),
             display_name: String::new(),
             bot_user_id: String::new(),
+            reply_template_name: req.reply_template_name.trim().to_owned(),
+            reply_template_language: req.reply_template_language.trim().to_owned(),
         };
         let mut tx = begin_tenant(&self.db, tenant)
             .await
@@ -651,6 +655,9 @@ impl crewmesh_proto::agent::v1::agent_service_server::AgentService for AgentApi 
             default_channel: String::new(),
             display_name: installation.team_name,
             bot_user_id: installation.bot_user_id,
+            // Slack has no customer service window.
+            reply_template_name: String::new(),
+            reply_template_language: String::new(),
         };
         let mut tx = begin_tenant(&self.db, tenant)
             .await
@@ -721,6 +728,8 @@ impl crewmesh_proto::agent::v1::agent_internal_service_server::AgentInternalServ
             access_token: resolved.token.expose_secret().to_owned(),
             default_channel: resolved.default_channel,
             bot_user_id: resolved.bot_user_id,
+            reply_template_name: resolved.reply_template_name,
+            reply_template_language: resolved.reply_template_language,
         }))
     }
 }

@@ -104,6 +104,8 @@ async fn channel_connections_are_isolated_per_tenant_and_resolved_across_them() 
         default_channel: String::new(),
         display_name: String::new(),
         bot_user_id: String::new(),
+        reply_template_name: String::new(),
+        reply_template_language: String::new(),
     };
     let mut agents_of = Vec::new();
     for (tenant, n) in [(a, "1000001"), (b, "2000002")] {

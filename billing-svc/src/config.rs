@@ -30,8 +30,9 @@ impl BillingConfig {
     }
 }
 
-/// `HOSTNAME` (the pod name under Kubernetes), else a random name.
+/// Stable per replica (`CREWMESH_CONSUMER_NAME`, else the host name, the
+/// pod name under Kubernetes): a restarted replica takes back its own
+/// pending events instead of leaving them to the claim time.
 pub fn consumer_name() -> String {
-    mesh_kit::config::var("HOSTNAME")
-        .unwrap_or_else(|| format!("billing-{}", uuid::Uuid::new_v4().simple()))
+    mesh_kit::queues::consumer_name()
 }

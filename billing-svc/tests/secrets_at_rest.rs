@@ -159,3 +159,91 @@ async fn tenant_created_events_open_the_trial_from_the_tenant_creation_time() {
         .unwrap();
     assert_eq!(pending, 0);
 }
+
+#[tokio::test]
+async fn an_idle_blocking_read_waits_on_its_connection_instead_of_timing_out() {
+    let client = redis::Client::open(testkit::redis_url()).unwrap();
+    let stream = format!("test:events:{}", Uuid::new_v4().simple());
+    let (db, _) = pool().await;
+    // redis-rs's default response timeout (500 ms) is shorter than the
+    // one-second block: every idle read would fail and reconnect.
+    let mut plain = client.get_multiplexed_async_connection().await.unwrap();
+    billing_svc::events::ensure_group(&mut plain, &stream)
+        .await
+        .unwrap();
+    assert!(
+        billing_svc::events::consume_once(&db, &mut plain, &stream, "c1", ">")
+            .await
+            .is_err(),
+        "the default connection times out an idle blocking read"
+    );
+    let mut blocking = billing_svc::events::blocking_connection(&client)
+        .await
+        .unwrap();
+    let started = std::time::Instant::now();
+    let read = billing_svc::events::consume_once(&db, &mut blocking, &stream, "c1", ">")
+        .await
+        .unwrap();
+    assert_eq!(read, 0);
+    assert!(started.elapsed() >= std::time::Duration::from_millis(900));
+}
+
+#[tokio::test]
+async fn a_vanished_consumers_events_are_claimed_and_handled() {
+    let (db, _) = pool().await;
+    let client = redis::Client::open(testkit::redis_url()).unwrap();
+    let mut redis = client.get_multiplexed_async_connection().await.unwrap();
+    let stream = format!("test:events:{}", Uuid::new_v4().simple());
+    let tenant = Uuid::now_v7();
+    let payload = serde_json::json!({ "tenant_id": tenant, "slug": "acme", "created_at": "2026-01-01T00:00:00Z" });
+    billing_svc::events::ensure_group(&mut redis, &stream)
+        .await
+        .unwrap();
+    let _: String = redis::cmd("XADD")
+        .arg(&stream)
+        .arg("*")
+        .arg("id")
+        .arg("e1")
+        .arg("topic")
+        .arg("tenant.created")
+        .arg("payload")
+        .arg(payload.to_string())
+        .query_async(&mut redis)
+        .await
+        .unwrap();
+    // A replica reads the event and dies before acknowledging it.
+    let _: redis::Value = redis::cmd("XREADGROUP")
+        .arg("GROUP")
+        .arg(billing_svc::events::GROUP)
+        .arg("gone")
+        .arg("STREAMS")
+        .arg(&stream)
+        .arg(">")
+        .query_async(&mut redis)
+        .await
+        .unwrap();
+    // Another replica's own pending list is empty; the claim brings it over.
+    assert_eq!(
+        billing_svc::events::consume_once(&db, &mut redis, &stream, "heir", "0")
+            .await
+            .unwrap(),
+        0
+    );
+    let claimed = billing_svc::events::claim_abandoned(
+        &mut redis,
+        &stream,
+        "heir",
+        std::time::Duration::ZERO,
+    )
+    .await
+    .unwrap();
+    assert_eq!(claimed, 1);
+    assert_eq!(
+        billing_svc::events::consume_once(&db, &mut redis, &stream, "heir", "0")
+            .await
+            .unwrap(),
+        1
+    );
+    let state = billing_svc::subscriptions::get(&db, tenant).await.unwrap();
+    assert_eq!(state.subscription_status, "trialing");
+}

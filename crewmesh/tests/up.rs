@@ -154,6 +154,8 @@ async fn rotate_keys_reencrypts_every_secret_and_reports_progress() {
         default_channel: String::new(),
         display_name: String::new(),
         bot_user_id: String::new(),
+        reply_template_name: String::new(),
+        reply_template_language: String::new(),
     };
     agent_svc::channels::create(&mut tx, &before, tenant, &connection)
         .await

@@ -14,8 +14,12 @@ use mesh_kit::ErrorCode;
 use prost::Message as _;
 use streamq::{Enqueued, Entry, ProduceError, Producer};
 
-/// Slack retries for minutes and Meta for days: a week covers both.
-pub const SEEN_TTL_SECS: u64 = 7 * 24 * 3600;
+/// How long a queued message id is remembered here. Slack retries within
+/// five minutes; Meta redelivers only what it did not see acknowledged.
+/// This mark is the fast path: llm-svc records every message id with its
+/// answer, so a copy arriving later is answered from the record, never
+/// twice. An hour keeps the marks to ~250 bytes × messages per hour.
+pub const SEEN_TTL_SECS: u64 = 3600;
 
 /// Longest text queued, in characters; longer messages are cut (and marked
 /// so). The same bound llm-svc puts on a run's text.

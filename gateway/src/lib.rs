@@ -4,6 +4,7 @@
 //! data: every route authenticates, checks the role, and calls a service.
 
 pub mod auth;
+pub mod delivery;
 pub mod error;
 pub mod extract;
 pub mod inbound;

@@ -1,5 +1,7 @@
 //! Builds the gateway from its configuration and an already-bound listener.
 
+use std::sync::Arc;
+
 use anyhow::Context as _;
 use axum::{Router, http::HeaderName};
 use crewmesh_proto::{
@@ -42,8 +44,8 @@ use crate::{
     inbound::InboundQueue,
     openapi::ApiDoc,
     routes::{
-        agents, api_keys, audit, billing, channels, health, llm_keys, me, media, sessions,
-        templates, tenants, usage, users,
+        agents, api_keys, audit, billing, channels, dead_letters, health, llm_keys, me, media,
+        sessions, templates, tenants, usage, users,
     },
 };
 
@@ -93,7 +95,19 @@ pub struct Config {
     pub whatsapp_verify_token: Option<SecretString>,
     /// The message queues: inbound for webhooks, outbound for delivery.
     pub queues: Queues,
+    /// `SLACK_API_BASE`: Slack's Web API, where replies are posted.
+    pub slack_api_base: String,
+    /// `WHATSAPP_API_BASE`: Meta's Graph API with its version, where
+    /// WhatsApp replies are sent.
+    pub whatsapp_api_base: String,
+    /// `SLACK_PLACEHOLDER_TEXT`: what a Slack thread shows while the agent
+    /// works; the answer replaces it.
+    pub slack_placeholder_text: String,
 }
+
+pub const DEFAULT_SLACK_API_BASE: &str = "https://slack.com/api";
+pub const DEFAULT_WHATSAPP_API_BASE: &str = "https://graph.facebook.com/v21.0";
+pub const DEFAULT_SLACK_PLACEHOLDER_TEXT: &str = "Working on it…";
 
 impl Config {
     pub fn from_env() -> anyhow::Result<Config> {
@@ -109,6 +123,12 @@ impl Config {
             whatsapp_app_secret: mesh_kit::config::secret_var("WHATSAPP_APP_SECRET"),
             whatsapp_verify_token: mesh_kit::config::secret_var("WHATSAPP_VERIFY_TOKEN"),
             queues: Queues::from_env()?,
+            slack_api_base: var("SLACK_API_BASE")
+                .unwrap_or_else(|| DEFAULT_SLACK_API_BASE.to_owned()),
+            whatsapp_api_base: var("WHATSAPP_API_BASE")
+                .unwrap_or_else(|| DEFAULT_WHATSAPP_API_BASE.to_owned()),
+            slack_placeholder_text: var("SLACK_PLACEHOLDER_TEXT")
+                .unwrap_or_else(|| DEFAULT_SLACK_PLACEHOLDER_TEXT.to_owned()),
         })
     }
 }
@@ -222,6 +242,8 @@ pub fn api() -> (Router<AppState>, utoipa::openapi::OpenApi) {
         .routes(routes!(channels::delete_channel))
         .routes(routes!(channels::begin_slack_install))
         .routes(routes!(channels::slack_callback))
+        .routes(routes!(dead_letters::list_dead_letters))
+        .routes(routes!(dead_letters::retry_dead_letter))
         .routes(routes!(usage::budget_status))
         .routes(routes!(usage::daily))
         .routes(routes!(usage::conversations))
@@ -278,13 +300,27 @@ pub async fn serve(
 ) -> anyhow::Result<()> {
     let client = redis::Client::open(config.service.common.redis_url.expose_secret())
         .context("REDIS_URL is not a valid Redis URL")?;
-    let redis = redis::aio::ConnectionManager::new(client)
+    let redis = redis::aio::ConnectionManager::new(client.clone())
         .await
         .context("cannot connect to Redis, which queues inbound messages (is it running? `scripts/up` starts it)")?;
-    let state = AppState::new(&config, redis)?;
+    let state = AppState::new(&config, redis.clone())?;
+    // Replies are delivered by whichever replica holds their partition;
+    // every replica serves webhooks regardless.
+    let delivery = if config.queues.workers {
+        let deliverer = Arc::new(crate::delivery::Deliverer::new(&config, &state, redis)?);
+        Some(tokio::spawn(streamq::run(
+            client,
+            config.queues.outbound.clone(),
+            config.queues.consumer(ServiceId::Gateway),
+            deliverer,
+            shutdown.clone(),
+        )))
+    } else {
+        None
+    };
     let app = router(state);
     let drain = config.service.drain;
-    axum::serve(
+    let served = axum::serve(
         listener,
         app.into_make_service_with_connect_info::<std::net::SocketAddr>(),
     )
@@ -293,5 +329,18 @@ pub async fn serve(
         tokio::time::sleep(drain).await;
     })
     .await
-    .context("serving HTTP")
+    .context("serving HTTP");
+    if let Some(delivery) = delivery {
+        if served.is_ok() {
+            // Shutting down: sends in flight finish (the consumer drains)
+            // before the process ends.
+            if let Err(e) = delivery.await {
+                tracing::error!(error = %e, "the reply delivery task failed");
+            }
+        } else {
+            // Serving failed without a shutdown: the consumer would run on.
+            delivery.abort();
+        }
+    }
+    served
 }

@@ -17,9 +17,13 @@ pub struct Conversation {
     pub cost_nanos: i64,
     pub started_at: DateTime<Utc>,
     pub last_message_at: DateTime<Utc>,
+    /// The channel's key (Slack thread, WhatsApp sender); None for the API.
+    pub external_key: Option<String>,
+    /// Messages written so far: the version of the memory window.
+    pub message_count: i64,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
+#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow, serde::Serialize, serde::Deserialize)]
 pub struct Turn {
     pub role: String,
     pub text: String,
@@ -49,7 +53,8 @@ pub struct Answered {
 }
 
 const COLUMNS: &str = "id, tenant_id, agent_id, channel, topic, escalated, prompt_tokens, \
-                       completion_tokens, cost_nanos, started_at, last_message_at";
+                       completion_tokens, cost_nanos, started_at, last_message_at, \
+                       external_key, message_count";
 
 pub async fn create(
     tx: &mut PgConnection,
@@ -68,6 +73,32 @@ pub async fn create(
     .bind(channel)
     .fetch_one(&mut *tx)
     .await
+}
+
+/// The conversation of a channel key, created on its first message, and
+/// locked until `tx` commits.
+pub async fn open_external(
+    tx: &mut PgConnection,
+    id: Uuid,
+    tenant: Uuid,
+    agent: Uuid,
+    channel: &str,
+    key: &str,
+) -> Result<Conversation, sqlx::Error> {
+    sqlx::query(
+        "INSERT INTO conversations (id, tenant_id, agent_id, channel, external_key)
+         VALUES ($1, $2, $3, $4, $5) ON CONFLICT (id) DO NOTHING",
+    )
+    .bind(id)
+    .bind(tenant)
+    .bind(agent)
+    .bind(channel)
+    .bind(key)
+    .execute(&mut *tx)
+    .await?;
+    get_for_update(tx, id)
+        .await?
+        .ok_or(sqlx::Error::RowNotFound)
 }
 
 /// A conversation visible in `tx`.
@@ -126,6 +157,47 @@ pub async fn by_request(
     .await
 }
 
+/// Whether a customer message with `request_id` was recorded (answered or not).
+pub async fn recorded(tx: &mut PgConnection, request_id: &str) -> Result<bool, sqlx::Error> {
+    sqlx::query_scalar(
+        "SELECT EXISTS (SELECT 1 FROM messages WHERE request_id = $1 AND role = 'user')",
+    )
+    .bind(request_id)
+    .fetch_one(&mut *tx)
+    .await
+}
+
+/// Records a customer message that gets no answer (e.g. it arrived after
+/// the channel's reply window closed).
+pub async fn append_unanswered(
+    tx: &mut PgConnection,
+    conversation: &Conversation,
+    text: &str,
+    request_id: &str,
+    reason: &str,
+) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "INSERT INTO messages (id, tenant_id, conversation_id, role, text, request_id, refusal_reason)
+         VALUES ($1, $2, $3, 'user', $4, $5, $6)",
+    )
+    .bind(Uuid::now_v7())
+    .bind(conversation.tenant_id)
+    .bind(conversation.id)
+    .bind(text)
+    .bind(request_id)
+    .bind(reason)
+    .execute(&mut *tx)
+    .await?;
+    sqlx::query(
+        "UPDATE conversations SET message_count = message_count + 1, last_message_at = now()
+          WHERE id = $1",
+    )
+    .bind(conversation.id)
+    .execute(&mut *tx)
+    .await?;
+    Ok(())
+}
+
 /// Appends the user's message and the reply, and adds the cost to the
 /// conversation's totals.
 pub async fn append(
@@ -165,7 +237,8 @@ pub async fn append(
     sqlx::query(
         "UPDATE conversations
             SET prompt_tokens = prompt_tokens + $2, completion_tokens = completion_tokens + $3,
-                cost_nanos = cost_nanos + $4, last_message_at = now()
+                cost_nanos = cost_nanos + $4, last_message_at = now(),
+                message_count = message_count + 2
           WHERE id = $1",
     )
     .bind(conversation.id)

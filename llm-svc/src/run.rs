@@ -1,12 +1,19 @@
-//! One agent run (L8): the agent's runtime config and rendered prompt from
-//! agent-svc, the tenant's key from billing-svc, the conversation's history,
-//! a budget reservation, the provider call, settlement of the real cost, and
-//! both messages persisted.
+//! One agent run — the one pipeline behind the portal's test run, the gRPC
+//! API and every channel message: the agent's runtime config and rendered
+//! prompt for the channel (agent-svc), the tenant's key (billing-svc), the
+//! conversation's memory, the message's files as the model can take them
+//! (media-svc), a budget reservation, the provider call, settlement of the
+//! real cost, and both messages persisted.
 //!
 //! No database transaction is held across the provider call: history is
 //! read first, and the exchange is written after, under a row lock on the
 //! conversation so concurrent runs of one conversation append in order.
-//! Tools (L4), escalation (L6) and topics (L7) are not part of a run yet.
+//!
+//! When a run cannot reach a model — budget spent, no key, agent inactive,
+//! provider down after its retries — an API caller is told why (an error;
+//! a spent budget is a polite answer with its reason), while a customer on
+//! a channel always gets a polite answer and the reason is recorded on it:
+//! never silence.
 
 use std::sync::Arc;
 
@@ -18,6 +25,7 @@ use crewmesh_proto::{
     billing::v1::{
         GetLlmKeySecretRequest, billing_internal_service_client::BillingInternalServiceClient,
     },
+    media::v1::{GetDownloadUrlRequest, media_service_client::MediaServiceClient},
 };
 use mesh_kit::{
     ErrorCode, auth::TokenSigner, client::CallContext, db::begin_tenant, error::invalid_field,
@@ -29,42 +37,106 @@ use uuid::Uuid;
 
 use crate::{
     budget::{BudgetClient, BudgetError, Usage},
-    conversations::{self, Exchange},
+    conversations::{self, Conversation, Exchange, Turn},
+    memory::{self, Memory},
     pricing::{PriceTable, estimate_tokens},
     providers::{
-        ChatRequest, Message, ProviderError, ProviderKey, Providers, TokenUsage, split_model,
+        ChatRequest, Message, Part, ProviderError, ProviderKey, Providers, TokenUsage, split_model,
+        vision::{AttachmentKind, attachment_part},
     },
 };
 
-/// Turns of history sent with each run.
-pub const HISTORY_TURNS: i64 = 20;
 /// The most a reply may generate; what the budget reserves for output.
 pub const MAX_OUTPUT_TOKENS: u32 = 1024;
 /// Longest user message accepted, in characters.
 pub const MAX_TEXT_CHARS: usize = 16_000;
+/// How long the model (and whoever it shows) may fetch a message's files.
+const ATTACHMENT_URL_SECS: i64 = 3600;
 
 /// What the customer hears when the agent's budget is spent.
 pub const BUDGET_EXCEEDED_REPLY: &str = "I'm sorry, I can't answer right now. \
     A member of our team has been told and will get back to you.";
+/// What the customer hears when the agent cannot answer for another reason
+/// an admin has to fix (no key, inactive agent, a refused key).
+pub const UNAVAILABLE_REPLY: &str = "I'm sorry, I can't answer right now. \
+    Please try again later, or reach us another way if it is urgent.";
+/// What the customer hears when the model provider is down or overloaded.
+pub const PROVIDER_DOWN_REPLY: &str = "I'm sorry, I'm having trouble answering right now. \
+    Please try again in a few minutes.";
 
-#[derive(Debug, Clone)]
-pub struct Runner {
-    pub db: PgPool,
-    pub agents: AgentInternalServiceClient<Channel>,
-    pub billing: BillingInternalServiceClient<Channel>,
-    pub signer: TokenSigner,
-    pub budget: Arc<BudgetClient>,
-    pub providers: Providers,
-    pub prices: Arc<PriceTable>,
+/// Derives channel conversation ids (UUID v5) from (tenant, agent, key).
+const CONVERSATION_NAMESPACE: Uuid = Uuid::from_u128(0x6c0f_1b9e_6f2a_4d5e_9a57_2f8c_41d3_b0e7);
+
+/// The id of the conversation a channel key names for an agent: the same on
+/// every redelivery, with no lookup.
+pub fn channel_conversation_id(tenant: Uuid, agent: Uuid, key: &str) -> Uuid {
+    Uuid::new_v5(
+        &CONVERSATION_NAMESPACE,
+        format!("{tenant}/{agent}/{key}").as_bytes(),
+    )
+}
+
+/// Where a run's message came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RunChannel {
+    /// The portal's test run and API callers.
+    Api,
+    Slack,
+    Whatsapp,
+}
+
+impl RunChannel {
+    /// As stored on the conversation.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            RunChannel::Api => "api",
+            RunChannel::Slack => "slack",
+            RunChannel::Whatsapp => "whatsapp",
+        }
+    }
+
+    const fn proto(self) -> ProtoChannel {
+        match self {
+            RunChannel::Api => ProtoChannel::Api,
+            RunChannel::Slack => ProtoChannel::Slack,
+            RunChannel::Whatsapp => ProtoChannel::Whatsapp,
+        }
+    }
+}
+
+/// Which conversation a run continues.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ConversationRef {
+    /// A new one (the first API run).
+    New,
+    /// One the caller names by id.
+    Existing(Uuid),
+    /// The conversation of a channel key (Slack thread, WhatsApp sender),
+    /// created with its first message.
+    Channel(String),
+}
+
+/// A file of the message, already in media storage.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AttachmentRef {
+    pub kind: AttachmentKind,
+    pub media_id: Uuid,
+    pub filename: String,
+    pub caption: String,
 }
 
 #[derive(Debug, Clone)]
 pub struct RunInput {
     pub tenant: Uuid,
     pub agent: Uuid,
-    pub conversation: Option<Uuid>,
+    pub channel: RunChannel,
+    pub conversation: ConversationRef,
     pub text: String,
+    pub attachments: Vec<AttachmentRef>,
+    /// Idempotency key: a repeated run returns the first answer.
     pub request_id: Option<String>,
+    /// W3C trace context of the request or message being served.
+    pub traceparent: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -74,16 +146,77 @@ pub struct RunOutput {
     pub prompt_tokens: i64,
     pub completion_tokens: i64,
     pub cost_nanos: i64,
-    /// Why no model was called, when none was.
+    /// Why no model answered, when none did.
     pub refusal_reason: String,
+}
+
+/// Why a run answered without a model.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refusal {
+    BudgetExceeded,
+    AgentInactive,
+    AgentNotFound,
+    AgentMisconfigured,
+    NoLlmKey,
+    ProviderRejectedKey,
+    ProviderRejectedRequest,
+    ProviderRateLimited,
+    ProviderUnavailable,
+}
+
+impl Refusal {
+    /// Recorded on the reply, for admins.
+    pub const fn reason(self) -> &'static str {
+        match self {
+            Refusal::BudgetExceeded => "budget_exceeded",
+            Refusal::AgentInactive => "agent_inactive",
+            Refusal::AgentNotFound => "agent_not_found",
+            Refusal::AgentMisconfigured => "agent_misconfigured",
+            Refusal::NoLlmKey => "no_llm_key",
+            Refusal::ProviderRejectedKey => "provider_rejected_key",
+            Refusal::ProviderRejectedRequest => "provider_rejected_request",
+            Refusal::ProviderRateLimited => "provider_rate_limited",
+            Refusal::ProviderUnavailable => "provider_unavailable",
+        }
+    }
+
+    /// What the customer reads.
+    pub const fn reply(self) -> &'static str {
+        match self {
+            Refusal::BudgetExceeded => BUDGET_EXCEEDED_REPLY,
+            Refusal::AgentInactive
+            | Refusal::AgentNotFound
+            | Refusal::AgentMisconfigured
+            | Refusal::NoLlmKey
+            | Refusal::ProviderRejectedKey
+            | Refusal::ProviderRejectedRequest => UNAVAILABLE_REPLY,
+            Refusal::ProviderRateLimited | Refusal::ProviderUnavailable => PROVIDER_DOWN_REPLY,
+        }
+    }
+
+    /// Provider failures, classed: configuration an admin must fix, or an
+    /// outage that outlasted the retries.
+    fn of_provider(e: &ProviderError) -> Refusal {
+        match e {
+            ProviderError::Unauthorized(_) => Refusal::ProviderRejectedKey,
+            ProviderError::UnknownModel(_)
+            | ProviderError::BadRequest(_)
+            | ProviderError::NoBaseUrl(_) => Refusal::ProviderRejectedRequest,
+            ProviderError::RateLimited { .. } => Refusal::ProviderRateLimited,
+            ProviderError::Upstream { .. }
+            | ProviderError::Timeout(_)
+            | ProviderError::Unreachable(_)
+            | ProviderError::InvalidResponse(_) => Refusal::ProviderUnavailable,
+        }
+    }
 }
 
 fn db_error(e: &sqlx::Error) -> Status {
     mesh_kit::error::internal("conversation query failed", e)
 }
 
-/// A provider failure as the caller should see it: configuration problems
-/// are for an admin to fix (409), outages are worth retrying (503).
+/// A provider failure as an API caller should see it: configuration
+/// problems are for an admin to fix (409), outages are worth retrying (503).
 fn provider_status(e: &ProviderError) -> Status {
     match e {
         ProviderError::Unauthorized(_)
@@ -98,31 +231,74 @@ fn provider_status(e: &ProviderError) -> Status {
     }
 }
 
+#[derive(Debug, Clone)]
+pub struct Runner {
+    pub db: PgPool,
+    pub agents: AgentInternalServiceClient<Channel>,
+    pub billing: BillingInternalServiceClient<Channel>,
+    pub media: MediaServiceClient<Channel>,
+    pub signer: TokenSigner,
+    pub budget: Arc<BudgetClient>,
+    pub providers: Providers,
+    pub prices: Arc<PriceTable>,
+    pub memory: Memory,
+}
+
+/// What a run knows about its conversation before the model is called.
+#[derive(Debug)]
+struct Context {
+    conversation_id: Uuid,
+    /// The conversation's message count when its history was read.
+    version: i64,
+    /// The memory window (not yet cut to the token budget).
+    history: Vec<Turn>,
+    /// The customer's message as recorded: text plus what was attached.
+    recorded_text: String,
+}
+
 impl Runner {
-    fn as_llm(&self) -> Result<CallContext, Status> {
+    fn as_llm(&self, traceparent: Option<&str>) -> Result<CallContext, Status> {
         let token = self
             .signer
             .service_token()
             .map_err(|e| mesh_kit::error::internal("signing llm-svc's service token", &e))?;
-        Ok(CallContext::new(token, None))
+        Ok(CallContext::new(token, traceparent.map(str::to_owned)))
+    }
+
+    /// The message text a run works with: required and bounded for API
+    /// callers; for a channel, whatever the customer sent (cut to the bound,
+    /// and a note when they sent only files or nothing at all).
+    fn text_of(input: &RunInput) -> Result<String, Status> {
+        let text = input.text.trim();
+        match input.channel {
+            RunChannel::Api => {
+                if text.is_empty() && input.attachments.is_empty() {
+                    return Err(invalid_field("text", "is required"));
+                }
+                if text.chars().count() > MAX_TEXT_CHARS {
+                    return Err(invalid_field(
+                        "text",
+                        format!("must be at most {MAX_TEXT_CHARS} characters"),
+                    ));
+                }
+                Ok(text.to_owned())
+            }
+            RunChannel::Slack | RunChannel::Whatsapp => {
+                let mut text: String = text.chars().take(MAX_TEXT_CHARS).collect();
+                if text.is_empty() && input.attachments.is_empty() {
+                    text = "[The customer sent an empty message.]".to_owned();
+                }
+                Ok(text)
+            }
+        }
     }
 
     pub async fn run(&self, input: RunInput) -> Result<RunOutput, Status> {
-        let text = input.text.trim();
-        if text.is_empty() {
-            return Err(invalid_field("text", "is required"));
-        }
-        if text.chars().count() > MAX_TEXT_CHARS {
-            return Err(invalid_field(
-                "text",
-                format!("must be at most {MAX_TEXT_CHARS} characters"),
-            ));
-        }
+        let text = Self::text_of(&input)?;
         let request_id = input.request_id.as_deref().filter(|r| !r.is_empty());
-        // Known before the call, so usage is attributed to the conversation (X4).
-        let conversation_id = input.conversation.unwrap_or_else(Uuid::now_v7);
 
-        // History (and a repeated request's first answer), then let go of the database.
+        // A repeated request's first answer, the conversation and its
+        // history; then let go of the database.
         let mut tx = begin_tenant(&self.db, input.tenant)
             .await
             .map_err(|e| db_error(&e))?;
@@ -140,65 +316,128 @@ impl Runner {
                 refusal_reason: answered.refusal_reason,
             });
         }
-        let history = match input.conversation {
-            Some(id) => {
-                let conversation = conversations::get(&mut tx, id)
+        let (conversation_id, conversation) = match &input.conversation {
+            // Known before the call, so usage is attributed to it.
+            ConversationRef::New => (Uuid::now_v7(), None),
+            ConversationRef::Existing(id) => {
+                let conversation = conversations::get(&mut tx, *id)
                     .await
                     .map_err(|e| db_error(&e))?
                     .filter(|c| c.agent_id == input.agent)
                     .ok_or_else(|| ErrorCode::NotFound.status("conversation not found"))?;
-                conversations::recent(&mut tx, conversation.id, HISTORY_TURNS)
-                    .await
-                    .map_err(|e| db_error(&e))?
+                (*id, Some(conversation))
             }
-            None => Vec::new(),
+            ConversationRef::Channel(key) => {
+                let id = channel_conversation_id(input.tenant, input.agent, key);
+                let conversation = conversations::get(&mut tx, id)
+                    .await
+                    .map_err(|e| db_error(&e))?;
+                (id, conversation)
+            }
         };
+        let history = self
+            .history(&mut tx, conversation.as_ref())
+            .await
+            .map_err(|e| db_error(&e))?;
         tx.commit().await.map_err(|e| db_error(&e))?;
+        let mut context = Context {
+            conversation_id,
+            version: conversation.as_ref().map_or(0, |c| c.message_count),
+            history,
+            recorded_text: with_attachment_notes(&text, &input.attachments),
+        };
+        let traceparent = input.traceparent.as_deref();
 
         let config = self
             .agents
             .clone()
-            .get_runtime_config(self.as_llm()?.request(GetRuntimeConfigRequest {
+            .get_runtime_config(self.as_llm(traceparent)?.request(GetRuntimeConfigRequest {
                 tenant_id: input.tenant.to_string(),
                 agent_id: input.agent.to_string(),
-                channel: ProtoChannel::Api.into(),
+                channel: input.channel.proto().into(),
             }))
-            .await?
-            .into_inner();
+            .await;
+        let config = match config {
+            Ok(config) => config.into_inner(),
+            Err(status) if ErrorCode::of_status(&status) == ErrorCode::NotFound => {
+                return self
+                    .refuse(&input, &context, Refusal::AgentNotFound, status)
+                    .await;
+            }
+            Err(status) => return Err(status),
+        };
         let agent = config
             .agent
             .ok_or_else(|| ErrorCode::Internal.status("agent-svc returned no agent"))?;
         if !agent.active {
-            return Err(ErrorCode::FailedPrecondition
-                .status("the agent is inactive; activate it to run it"));
+            let status = ErrorCode::FailedPrecondition
+                .status("the agent is inactive; activate it to run it");
+            return self
+                .refuse(&input, &context, Refusal::AgentInactive, status)
+                .await;
         }
-        let (provider, model) = split_model(&agent.model).ok_or_else(|| {
-            ErrorCode::FailedPrecondition.status("the agent's model is not `provider/model`")
-        })?;
+        let Some((provider, model)) = split_model(&agent.model) else {
+            let status =
+                ErrorCode::FailedPrecondition.status("the agent's model is not `provider/model`");
+            return self
+                .refuse(&input, &context, Refusal::AgentMisconfigured, status)
+                .await;
+        };
         let key = self
             .billing
             .clone()
-            .get_llm_key_secret(self.as_llm()?.request(GetLlmKeySecretRequest {
+            .get_llm_key_secret(self.as_llm(traceparent)?.request(GetLlmKeySecretRequest {
                 tenant_id: input.tenant.to_string(),
                 provider: provider.to_owned(),
             }))
-            .await
-            .map_err(|status| match ErrorCode::of_status(&status) {
-                ErrorCode::NotFound => ErrorCode::FailedPrecondition.status(format!(
+            .await;
+        let key = match key {
+            Ok(key) => key.into_inner(),
+            Err(status) if ErrorCode::of_status(&status) == ErrorCode::NotFound => {
+                let status = ErrorCode::FailedPrecondition.status(format!(
                     "the tenant has no {provider} key: add one under LLM keys"
-                )),
-                _ => status,
-            })?
-            .into_inner();
+                ));
+                return self
+                    .refuse(&input, &context, Refusal::NoLlmKey, status)
+                    .await;
+            }
+            Err(status) => return Err(status),
+        };
 
-        let mut messages: Vec<Message> = history
+        let mut parts = Vec::with_capacity(1 + input.attachments.len());
+        if !text.is_empty() {
+            parts.push(Part::Text(text.clone()));
+        }
+        for attachment in &input.attachments {
+            let url = self
+                .media
+                .clone()
+                .get_download_url(self.as_llm(traceparent)?.request(GetDownloadUrlRequest {
+                    id: attachment.media_id.to_string(),
+                    expires_in_seconds: ATTACHMENT_URL_SECS,
+                    tenant_id: input.tenant.to_string(),
+                }))
+                .await?
+                .into_inner()
+                .url;
+            parts.push(attachment_part(
+                &agent.model,
+                attachment.kind,
+                &url,
+                &attachment.filename,
+                &attachment.caption,
+            ));
+        }
+        let mut messages: Vec<Message> = memory::fit(&context.history, memory::HISTORY_TOKENS)
             .iter()
             .map(|turn| match turn.role.as_str() {
                 "assistant" => Message::assistant(turn.text.clone()),
                 _ => Message::user(turn.text.clone()),
             })
             .collect();
-        messages.push(Message::user(text));
+        let mut current = Message::user(String::new());
+        current.parts = parts;
+        messages.push(current);
         let request = ChatRequest {
             model: model.to_owned(),
             system: config.system_prompt,
@@ -225,21 +464,9 @@ impl Runner {
         {
             Ok(reservation) => reservation,
             Err(BudgetError::Exceeded) => {
-                tracing::info!(tenant = %input.tenant, agent = %input.agent, "budget exceeded; no provider call");
+                let status = ErrorCode::ResourceExhausted.status("the agent's budget is spent");
                 return self
-                    .record(
-                        &input,
-                        conversation_id,
-                        &Exchange {
-                            user_text: text,
-                            reply: BUDGET_EXCEEDED_REPLY,
-                            prompt_tokens: 0,
-                            completion_tokens: 0,
-                            cost_nanos: 0,
-                            request_id,
-                            refusal_reason: "budget_exceeded",
-                        },
-                    )
+                    .refuse(&input, &context, Refusal::BudgetExceeded, status)
                     .await;
             }
             Err(e) => {
@@ -290,15 +517,26 @@ impl Runner {
         let (usage, cost, result) = call
             .await
             .map_err(|e| mesh_kit::error::internal("the provider call task", &e))?;
-        let reply = result.map_err(|e| {
-            tracing::warn!(tenant = %input.tenant, agent = %input.agent, error = %e, "provider call failed");
-            provider_status(&e)
-        })?;
+        let reply = match result {
+            Ok(reply) => reply,
+            Err(e) => {
+                tracing::warn!(tenant = %input.tenant, agent = %input.agent, error = %e, "provider call failed");
+                return self
+                    .refuse(
+                        &input,
+                        &context,
+                        Refusal::of_provider(&e),
+                        provider_status(&e),
+                    )
+                    .await;
+            }
+        };
+        let recorded_text = std::mem::take(&mut context.recorded_text);
         self.record(
             &input,
-            conversation_id,
+            &mut context,
             &Exchange {
-                user_text: text,
+                user_text: &recorded_text,
                 reply: &reply,
                 prompt_tokens: usage.prompt_tokens,
                 completion_tokens: usage.completion_tokens,
@@ -310,35 +548,170 @@ impl Runner {
         .await
     }
 
-    /// Writes the exchange, creating the conversation on its first run.
+    /// The answer already recorded for `request_id`, if any.
+    pub async fn answered(
+        &self,
+        tenant: Uuid,
+        request_id: &str,
+    ) -> Result<Option<RunOutput>, Status> {
+        let mut tx = begin_tenant(&self.db, tenant)
+            .await
+            .map_err(|e| db_error(&e))?;
+        let answered = conversations::by_request(&mut tx, request_id)
+            .await
+            .map_err(|e| db_error(&e))?;
+        tx.commit().await.map_err(|e| db_error(&e))?;
+        Ok(answered.map(|a| RunOutput {
+            conversation: a.conversation_id,
+            reply: a.text,
+            prompt_tokens: a.prompt_tokens,
+            completion_tokens: a.completion_tokens,
+            cost_nanos: a.cost_nanos,
+            refusal_reason: a.refusal_reason,
+        }))
+    }
+
+    /// The conversation's recent turns: the memory window when it is
+    /// current, else PostgreSQL (and the window is rebuilt).
+    async fn history(
+        &self,
+        tx: &mut sqlx::PgConnection,
+        conversation: Option<&Conversation>,
+    ) -> Result<Vec<Turn>, sqlx::Error> {
+        let Some(conversation) = conversation else {
+            return Ok(Vec::new());
+        };
+        if let Some(turns) = self
+            .memory
+            .load(conversation.id, conversation.message_count)
+            .await
+        {
+            return Ok(turns);
+        }
+        let turns = conversations::recent(
+            tx,
+            conversation.id,
+            i64::try_from(memory::WINDOW_TURNS).unwrap_or(i64::MAX),
+        )
+        .await?;
+        self.memory
+            .store(conversation.id, conversation.message_count, &turns)
+            .await;
+        Ok(turns)
+    }
+
+    /// Answers without a model: an API caller gets the error (a spent
+    /// budget excepted, which is a polite answer for everyone); a channel
+    /// customer gets a polite answer with the reason recorded.
+    async fn refuse(
+        &self,
+        input: &RunInput,
+        context: &Context,
+        refusal: Refusal,
+        status: Status,
+    ) -> Result<RunOutput, Status> {
+        if input.channel == RunChannel::Api && refusal != Refusal::BudgetExceeded {
+            return Err(status);
+        }
+        tracing::info!(
+            tenant = %input.tenant, agent = %input.agent, reason = refusal.reason(),
+            detail = status.message(), "answered without a model"
+        );
+        let recorded_text = context.recorded_text.clone();
+        let mut context = Context {
+            conversation_id: context.conversation_id,
+            version: context.version,
+            history: context.history.clone(),
+            recorded_text: String::new(),
+        };
+        self.record(
+            input,
+            &mut context,
+            &Exchange {
+                user_text: &recorded_text,
+                reply: refusal.reply(),
+                prompt_tokens: 0,
+                completion_tokens: 0,
+                cost_nanos: 0,
+                request_id: input.request_id.as_deref().filter(|r| !r.is_empty()),
+                refusal_reason: refusal.reason(),
+            },
+        )
+        .await
+    }
+
+    /// The conversation row to append to, locked until `tx` commits.
+    async fn open(
+        &self,
+        tx: &mut sqlx::PgConnection,
+        input: &RunInput,
+        conversation_id: Uuid,
+    ) -> Result<Conversation, Status> {
+        match &input.conversation {
+            ConversationRef::New => conversations::create(
+                tx,
+                conversation_id,
+                input.tenant,
+                input.agent,
+                input.channel.as_str(),
+            )
+            .await
+            .map_err(|e| db_error(&e)),
+            ConversationRef::Existing(id) => conversations::get_for_update(tx, *id)
+                .await
+                .map_err(|e| db_error(&e))?
+                .ok_or_else(|| ErrorCode::NotFound.status("conversation not found")),
+            ConversationRef::Channel(key) => conversations::open_external(
+                tx,
+                conversation_id,
+                input.tenant,
+                input.agent,
+                input.channel.as_str(),
+                key,
+            )
+            .await
+            .map_err(|e| db_error(&e)),
+        }
+    }
+
+    /// Writes the exchange (creating the conversation on its first run) and
+    /// moves the memory window forward.
     async fn record(
         &self,
         input: &RunInput,
-        conversation_id: Uuid,
+        context: &mut Context,
         exchange: &Exchange<'_>,
     ) -> Result<RunOutput, Status> {
         let mut tx = begin_tenant(&self.db, input.tenant)
             .await
             .map_err(|e| db_error(&e))?;
-        let conversation = match input.conversation {
-            None => {
-                conversations::create(&mut tx, conversation_id, input.tenant, input.agent, "api")
-                    .await
-                    .map_err(|e| db_error(&e))?
-            }
-            Some(id) => conversations::get_for_update(&mut tx, id)
-                .await
-                .map_err(|e| db_error(&e))?
-                .ok_or_else(|| ErrorCode::NotFound.status("conversation not found"))?,
-        };
+        let conversation = self.open(&mut tx, input, context.conversation_id).await?;
         conversations::append(&mut tx, &conversation, exchange)
             .await
             .map_err(|e| db_error(&e))?;
         tx.commit().await.map_err(|e| db_error(&e))?;
+        // The window extends only the history this run read; if another
+        // run wrote in between, the next run rebuilds it instead.
+        if conversation.message_count == context.version {
+            let mut turns = std::mem::take(&mut context.history);
+            turns.push(Turn {
+                role: "user".into(),
+                text: exchange.user_text.to_owned(),
+            });
+            turns.push(Turn {
+                role: "assistant".into(),
+                text: exchange.reply.to_owned(),
+            });
+            self.memory
+                .store(conversation.id, conversation.message_count + 2, &turns)
+                .await;
+        } else {
+            self.memory.forget(conversation.id).await;
+        }
         tracing::info!(
             tenant = %input.tenant, agent = %input.agent, conversation = %conversation.id,
-            cost = %format_usd(exchange.cost_nanos), refusal_reason = exchange.refusal_reason,
-            "agent run"
+            channel = input.channel.as_str(), cost = %format_usd(exchange.cost_nanos),
+            refusal_reason = exchange.refusal_reason, "agent run"
         );
         Ok(RunOutput {
             conversation: conversation.id,
@@ -348,5 +721,126 @@ impl Runner {
             cost_nanos: exchange.cost_nanos,
             refusal_reason: exchange.refusal_reason.to_owned(),
         })
+    }
+
+    /// Records a channel message that gets no answer, once; returns false
+    /// when it was recorded before.
+    pub async fn record_unanswered(&self, input: &RunInput, reason: &str) -> Result<bool, Status> {
+        let ConversationRef::Channel(_) = &input.conversation else {
+            return Err(ErrorCode::Internal.status("only channel messages go unanswered"));
+        };
+        let request_id = input
+            .request_id
+            .as_deref()
+            .ok_or_else(|| ErrorCode::Internal.status("a channel message without its id"))?;
+        let mut tx = begin_tenant(&self.db, input.tenant)
+            .await
+            .map_err(|e| db_error(&e))?;
+        if conversations::recorded(&mut tx, request_id)
+            .await
+            .map_err(|e| db_error(&e))?
+        {
+            return Ok(false);
+        }
+        let id = match &input.conversation {
+            ConversationRef::Channel(key) => {
+                channel_conversation_id(input.tenant, input.agent, key)
+            }
+            ConversationRef::New | ConversationRef::Existing(_) => Uuid::nil(),
+        };
+        let conversation = self.open(&mut tx, input, id).await?;
+        let text = with_attachment_notes(input.text.trim(), &input.attachments);
+        conversations::append_unanswered(&mut tx, &conversation, &text, request_id, reason)
+            .await
+            .map_err(|e| db_error(&e))?;
+        tx.commit().await.map_err(|e| db_error(&e))?;
+        // The window is now one message behind: the next run rebuilds it.
+        self.memory.forget(conversation.id).await;
+        Ok(true)
+    }
+}
+
+/// The customer's text as history keeps it: presigned URLs expire, so the
+/// files are named, not linked.
+fn with_attachment_notes(text: &str, attachments: &[AttachmentRef]) -> String {
+    let mut recorded = text.to_owned();
+    for attachment in attachments {
+        let what = match attachment.kind {
+            AttachmentKind::Image => "an image",
+            AttachmentKind::Document => "a document",
+            AttachmentKind::Audio => "an audio message",
+            AttachmentKind::Video => "a video",
+        };
+        if !recorded.is_empty() {
+            recorded.push('\n');
+        }
+        if attachment.filename.is_empty() {
+            recorded.push_str(&format!("[sent {what}]"));
+        } else {
+            recorded.push_str(&format!("[sent {what}: {}]", attachment.filename));
+        }
+    }
+    recorded
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn channel_conversations_have_stable_ids_per_agent() {
+        let (t, a, b) = (Uuid::now_v7(), Uuid::now_v7(), Uuid::now_v7());
+        let key = "whatsapp:123:456";
+        assert_eq!(
+            channel_conversation_id(t, a, key),
+            channel_conversation_id(t, a, key)
+        );
+        assert_ne!(
+            channel_conversation_id(t, a, key),
+            channel_conversation_id(t, b, key)
+        );
+        assert_ne!(
+            channel_conversation_id(t, a, key),
+            channel_conversation_id(t, a, "whatsapp:123:457")
+        );
+    }
+
+    #[test]
+    fn history_names_files_without_links() {
+        let attachment = |kind, filename: &str| AttachmentRef {
+            kind,
+            media_id: Uuid::nil(),
+            filename: filename.into(),
+            caption: String::new(),
+        };
+        assert_eq!(
+            with_attachment_notes(
+                "see this",
+                &[
+                    attachment(AttachmentKind::Image, ""),
+                    attachment(AttachmentKind::Document, "a.pdf")
+                ]
+            ),
+            "see this\n[sent an image]\n[sent a document: a.pdf]"
+        );
+        assert_eq!(with_attachment_notes("hi", &[]), "hi");
+    }
+
+    #[test]
+    fn every_refusal_has_a_reason_and_a_polite_reply() {
+        for refusal in [
+            Refusal::BudgetExceeded,
+            Refusal::AgentInactive,
+            Refusal::AgentNotFound,
+            Refusal::AgentMisconfigured,
+            Refusal::NoLlmKey,
+            Refusal::ProviderRejectedKey,
+            Refusal::ProviderRejectedRequest,
+            Refusal::ProviderRateLimited,
+            Refusal::ProviderUnavailable,
+        ] {
+            assert!(!refusal.reason().is_empty());
+            assert!(refusal.reply().starts_with("I'm sorry"));
+        }
     }
 }

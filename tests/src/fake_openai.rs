@@ -35,6 +35,12 @@ struct Inner {
     requests: Mutex<Vec<Value>>,
     /// Makes completion ids unique, as OpenAI's are.
     served: AtomicU64,
+    /// While set, answers wait (a provider still thinking).
+    held: tokio::sync::watch::Sender<bool>,
+    /// Added before every answer.
+    delay: Mutex<std::time::Duration>,
+    /// Answer `You said: <the last user message>` instead of the fixed reply.
+    echo: std::sync::atomic::AtomicBool,
 }
 
 #[derive(Debug, Clone)]
@@ -53,6 +59,9 @@ impl FakeOpenAi {
             failures: Mutex::new(0),
             requests: Mutex::new(Vec::new()),
             served: AtomicU64::new(0),
+            held: tokio::sync::watch::channel(false).0,
+            delay: Mutex::new(std::time::Duration::ZERO),
+            echo: std::sync::atomic::AtomicBool::new(false),
         });
         let app = Router::new()
             .route("/v1/chat/completions", post(completions))
@@ -82,6 +91,27 @@ impl FakeOpenAi {
     /// The token counts reported in the following answers' `usage`.
     pub fn set_usage(&self, prompt_tokens: i64, completion_tokens: i64) {
         *self.inner.usage.lock().unwrap() = (prompt_tokens, completion_tokens);
+    }
+
+    /// Holds every answer until [`FakeOpenAi::release`]: requests are
+    /// recorded at once, answers wait.
+    pub fn hold(&self) {
+        self.inner.held.send_replace(true);
+    }
+
+    pub fn release(&self) {
+        self.inner.held.send_replace(false);
+    }
+
+    /// Answers `You said: <the last user message's text>`, so a test can
+    /// tell which message an answer belongs to.
+    pub fn echo(&self) {
+        self.inner.echo.store(true, Ordering::SeqCst);
+    }
+
+    /// Answers only after `delay`.
+    pub fn set_delay(&self, delay: std::time::Duration) {
+        *self.inner.delay.lock().unwrap() = delay;
     }
 
     /// Answers the next `n` calls with 503, as an overloaded provider does.
@@ -159,7 +189,28 @@ async fn completions(
         );
     }
 
-    let reply = inner.reply.lock().unwrap().clone();
+    let delay = *inner.delay.lock().unwrap();
+    tokio::time::sleep(delay).await;
+    let mut held = inner.held.subscribe();
+    let _ = held.wait_for(|held| !*held).await;
+    let reply = if inner.echo.load(Ordering::SeqCst) {
+        let last = request["messages"]
+            .as_array()
+            .and_then(|m| m.iter().rev().find(|m| m["role"] == "user"))
+            .map(|m| match &m["content"] {
+                Value::String(s) => s.clone(),
+                Value::Array(parts) => parts
+                    .iter()
+                    .filter_map(|p| p["text"].as_str())
+                    .collect::<Vec<_>>()
+                    .join(""),
+                _ => String::new(),
+            })
+            .unwrap_or_default();
+        format!("You said: {last}")
+    } else {
+        inner.reply.lock().unwrap().clone()
+    };
     let (prompt_tokens, completion_tokens) = *inner.usage.lock().unwrap();
     let n = inner.served.fetch_add(1, Ordering::SeqCst);
     Json(json!({

@@ -3,13 +3,16 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+pub mod fake_graph;
 pub mod fake_openai;
 pub mod fake_slack;
 pub mod fake_stripe;
+pub mod process;
+pub mod webhook;
 
 use std::{net::SocketAddr, time::Duration};
 
-use mesh_kit::{ServiceId, Shutdown, service::ServiceConfig};
+use mesh_kit::{ServiceId, Shutdown};
 use tokio::net::TcpListener;
 
 #[derive(Debug)]
@@ -23,6 +26,8 @@ pub struct Mesh {
     pub events_stream: String,
     /// The mesh's message queues (their own keys per mesh).
     pub queues: mesh_kit::queues::Queues,
+    /// The Redis every service of the mesh uses.
+    pub redis_url: String,
     /// The mesh's own database, for tests that inspect what is stored.
     pub database: secrecy::SecretString,
     shutdown: Shutdown,
@@ -142,7 +147,7 @@ impl Mesh {
     /// Every message the gateway queued on this mesh's inbound queue, oldest first.
     pub async fn inbound_messages(&self) -> Vec<crewmesh_proto::messaging::v1::InboundMessage> {
         use prost::Message as _;
-        let client = redis::Client::open(testkit::redis_url()).unwrap();
+        let client = redis::Client::open(self.redis_url.as_str()).unwrap();
         let mut redis = client.get_multiplexed_async_connection().await.unwrap();
         let topology = &self.queues.inbound;
         let mut entries = Vec::new();
@@ -168,6 +173,57 @@ impl Mesh {
                 crewmesh_proto::messaging::v1::InboundMessage::decode(body.as_slice()).unwrap()
             })
             .collect()
+    }
+
+    /// Waits until both queues are quiet: every entry read by its consumer
+    /// group and acknowledged. After that, no reply is still on its way.
+    pub async fn queues_settled(&self) {
+        let client = redis::Client::open(self.redis_url.as_str()).unwrap();
+        let queues = [
+            (&self.queues.inbound, ServiceId::Llm),
+            (&self.queues.outbound, ServiceId::Gateway),
+        ];
+        testkit::eventually(Duration::from_secs(60), "the queues to settle", || {
+            let client = client.clone();
+            async move {
+                let mut redis = client.get_multiplexed_async_connection().await.ok()?;
+                for (topology, group) in queues {
+                    for p in 0..topology.partitions() {
+                        let stream = topology.stream(p);
+                        let last: Option<String> = redis::cmd("XREVRANGE")
+                            .arg(&stream)
+                            .arg("+")
+                            .arg("-")
+                            .arg("COUNT")
+                            .arg(1)
+                            .query_async::<redis::streams::StreamRangeReply>(&mut redis)
+                            .await
+                            .ok()?
+                            .ids
+                            .first()
+                            .map(|e| e.id.clone());
+                        let Some(last) = last else { continue };
+                        let groups: redis::streams::StreamInfoGroupsReply = redis::cmd("XINFO")
+                            .arg("GROUPS")
+                            .arg(&stream)
+                            .query_async(&mut redis)
+                            .await
+                            .ok()?;
+                        let group = groups.groups.iter().find(|g| g.name == group.as_str())?;
+                        let id = |s: &str| -> (u64, u64) {
+                            let (ms, seq) = s.split_once('-').unwrap_or((s, "0"));
+                            (ms.parse().unwrap_or(0), seq.parse().unwrap_or(0))
+                        };
+                        if group.pending > 0 || id(&group.last_delivered_id) < id(&last) {
+                            return None;
+                        }
+                    }
+                }
+                Some(())
+            }
+        })
+        .await
+        .unwrap();
     }
 
     /// The bootstrap platform admin's access token.
@@ -237,6 +293,9 @@ pub const SLACK_SIGNING_SECRET: &str = "8f742231b10e8888abcd99yyyzzz85a5";
 pub const WHATSAPP_APP_SECRET: &str = "whatsapp-app-secret-for-tests";
 pub const WHATSAPP_VERIFY_TOKEN: &str = "meatyhamhock";
 
+/// A local address nothing listens on (the discard port).
+const UNREACHABLE: &str = "127.0.0.1:9";
+
 /// The password invited test users choose.
 pub const PASSWORD: &str = "a long enough password";
 
@@ -250,9 +309,18 @@ pub struct MeshOptions {
     pub stripe_api_base: Option<String>,
     /// `SLACK_API_BASE` of a Slack stand-in; None leaves the Slack app unconfigured.
     pub slack_api_base: Option<String>,
+    /// `WHATSAPP_API_BASE` of a Graph API stand-in (`FakeGraph::api_base`).
+    /// None points the gateway's deliveries at a closed local port, so a
+    /// test never reaches Meta.
+    pub whatsapp_api_base: Option<String>,
     /// Whether llm-svc answers queued messages and the gateway delivers
     /// replies; off for tests that inspect the queue itself.
     pub queue_workers: bool,
+    /// Whether the in-process llm-svc answers queued messages (tests that
+    /// run llm-svc as its own process turn it off).
+    pub llm_workers: bool,
+    /// A Redis of the test's own (e.g. one it restarts); None: the shared one.
+    pub redis_url: Option<String>,
 }
 
 impl Default for MeshOptions {
@@ -263,7 +331,10 @@ impl Default for MeshOptions {
             failed_logins_per_address: 20,
             stripe_api_base: None,
             slack_api_base: None,
+            whatsapp_api_base: None,
             queue_workers: true,
+            llm_workers: true,
+            redis_url: None,
         }
     }
 }
@@ -302,24 +373,16 @@ pub async fn spawn_mesh_with(options: MeshOptions) -> Mesh {
     queues.workers = options.queue_workers;
     let shutdown = Shutdown::new();
     let mut grpc = Vec::new();
+    let redis_url = options.redis_url.clone().unwrap_or_else(testkit::redis_url);
+    let service_config = |id: ServiceId| {
+        let mut config = testkit::service_config(id, &database).unwrap();
+        config.common.redis_url = redis_url.clone().into();
+        config
+    };
 
-    macro_rules! spawn_service {
-        ($id:expr, $serve:path) => {{
-            let config: ServiceConfig = testkit::service_config($id, &database).unwrap();
-            let (listener, addr) = loopback().await;
-            let stop = shutdown.clone();
-            tokio::spawn(async move {
-                if let Err(e) = $serve(config, listener, stop).await {
-                    panic!("{} failed: {e:#}", $id);
-                }
-            });
-            grpc.push(($id, format!("http://{addr}")));
-        }};
-    }
     {
-        let mut config = identity_svc::config::IdentityConfig::new(
-            testkit::service_config(ServiceId::Identity, &database).unwrap(),
-        );
+        let mut config =
+            identity_svc::config::IdentityConfig::new(service_config(ServiceId::Identity));
         config.bootstrap_admin = Some(identity_svc::config::BootstrapAdmin {
             email: ADMIN_EMAIL.into(),
             password: ADMIN_PASSWORD.to_owned().into(),
@@ -340,7 +403,7 @@ pub async fn spawn_mesh_with(options: MeshOptions) -> Mesh {
         grpc.push((ServiceId::Identity, format!("http://{addr}")));
     }
     {
-        let service = testkit::service_config(ServiceId::Billing, &database).unwrap();
+        let service = service_config(ServiceId::Billing);
         let mut config = billing_svc::config::BillingConfig::from_env(service).unwrap();
         config.events_stream = events_stream.clone();
         config.stripe = options.stripe_api_base.as_deref().map(|base| {
@@ -365,10 +428,8 @@ pub async fn spawn_mesh_with(options: MeshOptions) -> Mesh {
     }
     {
         let billing_url = url_in(&grpc, ServiceId::Billing);
-        let mut config = agent_svc::config::AgentConfig::from_env(
-            testkit::service_config(ServiceId::Agent, &database).unwrap(),
-        )
-        .unwrap();
+        let mut config =
+            agent_svc::config::AgentConfig::from_env(service_config(ServiceId::Agent)).unwrap();
         config.billing_url = billing_url;
         config.slack = options
             .slack_api_base
@@ -389,16 +450,33 @@ pub async fn spawn_mesh_with(options: MeshOptions) -> Mesh {
         });
         grpc.push((ServiceId::Agent, format!("http://{addr}")));
     }
-    spawn_service!(ServiceId::Media, media_svc::startup::serve);
     {
-        let mut config = llm_svc::config::LlmConfig::from_env(
-            testkit::service_config(ServiceId::Llm, &database).unwrap(),
-        )
-        .unwrap();
+        let mut config =
+            media_svc::config::MediaConfig::from_env(service_config(ServiceId::Media)).unwrap();
+        // WhatsApp media ids resolve at the Graph stand-in, or nowhere.
+        config.whatsapp_api_base = options
+            .whatsapp_api_base
+            .clone()
+            .unwrap_or_else(|| "http://127.0.0.1:9/v21.0".to_owned());
+        let (listener, addr) = loopback().await;
+        let stop = shutdown.clone();
+        tokio::spawn(async move {
+            if let Err(e) = media_svc::startup::serve_with(config, listener, stop).await {
+                panic!("media-svc failed: {e:#}");
+            }
+        });
+        grpc.push((ServiceId::Media, format!("http://{addr}")));
+    }
+    {
+        let mut config =
+            llm_svc::config::LlmConfig::from_env(service_config(ServiceId::Llm)).unwrap();
         config.agent_url = url_in(&grpc, ServiceId::Agent);
         config.billing_url = url_in(&grpc, ServiceId::Billing);
+        config.media_url = url_in(&grpc, ServiceId::Media);
+        config.queues = queues.clone();
+        config.queues.workers = queues.workers && options.llm_workers;
         // A hung provider fails a test in seconds, not a minute.
-        config.provider_timeout = Duration::from_secs(5);
+        config.provider_timeout = Duration::from_secs(10);
         let (listener, addr) = loopback().await;
         let stop = shutdown.clone();
         tokio::spawn(async move {
@@ -411,13 +489,23 @@ pub async fn spawn_mesh_with(options: MeshOptions) -> Mesh {
 
     let url_of = |id| url_in(&grpc, id);
     let config = gateway::startup::Config {
-        service: testkit::service_config(ServiceId::Gateway, &database).unwrap(),
+        service: service_config(ServiceId::Gateway),
         trust_forwarded_for: false,
         stripe_webhook_secret: Some(STRIPE_WEBHOOK_SECRET.to_owned().into()),
         slack_signing_secret: Some(SLACK_SIGNING_SECRET.to_owned().into()),
         whatsapp_app_secret: Some(WHATSAPP_APP_SECRET.to_owned().into()),
         whatsapp_verify_token: Some(WHATSAPP_VERIFY_TOKEN.to_owned().into()),
         queues: queues.clone(),
+        // Without a stand-in, replies go to a closed local port, never to Slack or Meta.
+        slack_api_base: options
+            .slack_api_base
+            .clone()
+            .unwrap_or_else(|| format!("http://{UNREACHABLE}/api")),
+        whatsapp_api_base: options
+            .whatsapp_api_base
+            .clone()
+            .unwrap_or_else(|| format!("http://{UNREACHABLE}/v21.0")),
+        slack_placeholder_text: gateway::startup::DEFAULT_SLACK_PLACEHOLDER_TEXT.to_owned(),
         upstreams: gateway::startup::Upstreams {
             identity: url_of(ServiceId::Identity),
             agent: url_of(ServiceId::Agent),
@@ -440,6 +528,7 @@ pub async fn spawn_mesh_with(options: MeshOptions) -> Mesh {
         http: reqwest::Client::new(),
         events_stream,
         queues,
+        redis_url,
         database: database.clone(),
         shutdown,
     };

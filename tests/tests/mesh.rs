@@ -201,6 +201,8 @@ async fn the_edge_documents_itself_and_answers_unknown_routes_in_json() {
         ("get", "/api/v1/channels"),
         ("delete", "/api/v1/channels/{id}"),
         ("post", "/api/v1/channels/slack/install"),
+        ("get", "/api/v1/dead-letters"),
+        ("post", "/api/v1/dead-letters/{id}/retry"),
         ("get", "/oauth/slack/callback"),
         ("post", "/api/v1/media/uploads"),
         ("get", "/api/v1/media/{id}"),

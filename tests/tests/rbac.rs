@@ -367,6 +367,25 @@ async fn rbac_matrix() {
             None,
             [401, 200, 404, 403],
         ),
+        // dead letters: list, retry — platform (all), own tenant's admins
+        (
+            Method::GET,
+            "/api/v1/dead-letters".into(),
+            None,
+            [401, 200, 200, 403],
+        ),
+        (
+            Method::GET,
+            format!("/api/v1/dead-letters?tenant_id={other}"),
+            None,
+            [401, 200, 404, 403],
+        ),
+        (
+            Method::POST,
+            format!("/api/v1/dead-letters/{}/retry", Uuid::now_v7()),
+            Some(Box::new(move || json!({}))),
+            [401, 404, 404, 403],
+        ),
         // billing: subscription — platform, own tenant's admins
         (
             Method::GET,

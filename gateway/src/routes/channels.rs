@@ -52,6 +52,20 @@ pub struct NewChannel {
     pub access_token: String,
     /// Slack only: the channel id to post to when no conversation names one.
     pub default_channel: Option<String>,
+    /// WhatsApp only: an approved message template a reply is sent as once
+    /// Meta's 24-hour customer service window has closed (more than 24 hours
+    /// after the customer's last message). Without one, such a reply is not
+    /// sent and goes to the dead-letter list with the reason
+    /// `outside_customer_service_window`. The template must take exactly one
+    /// body variable (`{{1}}`), which receives the reply text cut to 1,024
+    /// characters. Lower-case letters, digits and underscores, as Meta names
+    /// templates; give `reply_template_language` with it.
+    #[schema(example = "order_update", pattern = "^[a-z0-9_]{1,512}$")]
+    pub reply_template_name: Option<String>,
+    /// The template's language code, e.g. `en_US`; required with
+    /// `reply_template_name`, refused without it.
+    #[schema(example = "en_US", pattern = "^[a-z]{2,3}(_[A-Z]{2})?$")]
+    pub reply_template_language: Option<String>,
     /// Platform admins name the tenant; customer admins connect their own.
     pub tenant_id: Option<String>,
 }
@@ -73,6 +87,15 @@ pub struct ChannelConnection {
     pub display_name: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub bot_user_id: Option<String>,
+    /// WhatsApp only: the template replies are sent as outside the 24-hour
+    /// customer service window (its one body variable, `{{1}}`, receives the
+    /// reply text cut to 1,024 characters); absent when none is configured.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(example = "order_update")]
+    pub reply_template_name: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(example = "en_US")]
+    pub reply_template_language: Option<String>,
     pub created_at: Option<String>,
     pub updated_at: Option<String>,
 }
@@ -93,6 +116,8 @@ impl From<ProtoConnection> for ChannelConnection {
             token_hint: c.token_hint,
             display_name: non_empty(c.display_name),
             bot_user_id: non_empty(c.bot_user_id),
+            reply_template_name: non_empty(c.reply_template_name),
+            reply_template_language: non_empty(c.reply_template_language),
             created_at: rfc3339(c.created_at),
             updated_at: rfc3339(c.updated_at),
         }
@@ -133,6 +158,8 @@ pub async fn create_channel(
             external_id: body.external_id,
             access_token: body.access_token,
             default_channel: body.default_channel.unwrap_or_default(),
+            reply_template_name: body.reply_template_name.unwrap_or_default(),
+            reply_template_language: body.reply_template_language.unwrap_or_default(),
         }))
         .await
         .map_err(|s| auth.error(&s))?

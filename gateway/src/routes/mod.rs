@@ -6,6 +6,7 @@ pub mod api_keys;
 pub mod audit;
 pub mod billing;
 pub mod channels;
+pub mod dead_letters;
 pub mod health;
 pub mod llm_keys;
 pub mod me;

@@ -7,7 +7,9 @@
 //! decryption) off the webhook's path for busy conversations; the cost is
 //! that a disconnect or a token rotation reaches the edge up to [`TTL`]
 //! later. Unknown identifiers are not cached, so a channel connected a
-//! moment ago works at once.
+//! moment ago works at once, and a route whose token the platform refused
+//! is evicted (see [`RouteCache::evict`]), so a reconnected token is used on
+//! the next try rather than after [`TTL`].
 
 use std::{
     collections::HashMap,
@@ -15,8 +17,11 @@ use std::{
     time::{Duration, Instant},
 };
 
-use crewmesh_proto::agent::v1::{Channel, ResolveChannelRequest, ResolveChannelResponse};
-use mesh_kit::ErrorCode;
+use crewmesh_proto::agent::v1::{
+    Channel, ResolveChannelRequest, ResolveChannelResponse,
+    agent_internal_service_client::AgentInternalServiceClient,
+};
+use mesh_kit::{ErrorCode, client::CallContext};
 
 use crate::{auth::RequestMeta, error::ApiError, startup::AppState};
 
@@ -32,6 +37,18 @@ pub struct RouteCache {
 }
 
 impl RouteCache {
+    /// The cached route of `external_id` on `channel`, if still fresh.
+    pub fn cached(&self, channel: Channel, external_id: &str) -> Option<ResolveChannelResponse> {
+        self.get(&(i32::from(channel), external_id.to_owned()))
+    }
+
+    /// Forgets the route of `external_id`: the platform refused its token,
+    /// so the next lookup asks agent-svc for the (perhaps reconnected) one.
+    pub fn evict(&self, channel: Channel, external_id: &str) {
+        let mut entries = self.entries.lock().unwrap_or_else(|p| p.into_inner());
+        entries.remove(&(i32::from(channel), external_id.to_owned()));
+    }
+
     fn get(&self, key: &Key) -> Option<ResolveChannelResponse> {
         let entries = self.entries.lock().unwrap_or_else(|p| p.into_inner());
         entries
@@ -60,28 +77,46 @@ pub async fn resolve(
     channel: Channel,
     external_id: &str,
 ) -> Result<Option<ResolveChannelResponse>, ApiError> {
-    let key = (i32::from(channel), external_id.to_owned());
-    if let Some(route) = state.routes.get(&key) {
+    if let Some(route) = state.routes.cached(channel, external_id) {
         return Ok(Some(route));
     }
-    let resolved = state
-        .agents_internal
+    let call = meta.as_gateway(&state.signer)?;
+    fetch(
+        &state.agents_internal,
+        &state.routes,
+        &call,
+        channel,
+        external_id,
+    )
+    .await
+    .map_err(|status| meta.error(&status))
+}
+
+/// Asks agent-svc for the route of `external_id` as `call` (the gateway's
+/// own identity) and caches a found one; None when no connection has it.
+/// [`resolve`] for webhooks; the delivery workers, which serve no HTTP
+/// request, check [`RouteCache::cached`] first and call this on a miss.
+pub async fn fetch(
+    agents: &AgentInternalServiceClient<tonic::transport::Channel>,
+    cache: &RouteCache,
+    call: &CallContext,
+    channel: Channel,
+    external_id: &str,
+) -> Result<Option<ResolveChannelResponse>, tonic::Status> {
+    let resolved = agents
         .clone()
-        .resolve_channel(
-            meta.as_gateway(&state.signer)?
-                .request(ResolveChannelRequest {
-                    channel: channel.into(),
-                    external_id: external_id.to_owned(),
-                }),
-        )
+        .resolve_channel(call.request(ResolveChannelRequest {
+            channel: channel.into(),
+            external_id: external_id.to_owned(),
+        }))
         .await;
     match resolved {
         Ok(route) => {
             let route = route.into_inner();
-            state.routes.put(key, route.clone());
+            cache.put((i32::from(channel), external_id.to_owned()), route.clone());
             Ok(Some(route))
         }
         Err(status) if ErrorCode::of_status(&status) == ErrorCode::NotFound => Ok(None),
-        Err(status) => Err(meta.error(&status)),
+        Err(status) => Err(status),
     }
 }

@@ -87,6 +87,33 @@ struct Envelope {
     event_id: Option<String>,
     #[serde(default)]
     event: Option<Event>,
+    /// Who the event is delivered to: for a bot install, the bot's own user.
+    #[serde(default)]
+    authorizations: Vec<Authorization>,
+}
+
+#[derive(Debug, Deserialize)]
+struct Authorization {
+    #[serde(default)]
+    user_id: Option<String>,
+    #[serde(default)]
+    is_bot: bool,
+}
+
+impl Envelope {
+    /// The bot's user id: from the connection when it was installed through
+    /// OAuth, else from the envelope's authorization of the bot (a token
+    /// connected by hand does not tell us who the bot is).
+    fn bot_user_id<'a>(&'a self, stored: &'a str) -> &'a str {
+        if !stored.is_empty() {
+            return stored;
+        }
+        self.authorizations
+            .iter()
+            .find(|a| a.is_bot)
+            .and_then(|a| a.user_id.as_deref())
+            .unwrap_or_default()
+    }
 }
 
 #[derive(Debug, Deserialize)]
@@ -129,6 +156,7 @@ struct Incoming<'a> {
     team_id: &'a str,
     event: &'a Event,
     user: &'a str,
+    bot_user_id: &'a str,
 }
 
 /// Messages the agent answers: mentions anywhere, and direct messages. A
@@ -167,7 +195,7 @@ fn normalize(
 ) -> InboundMessage {
     let event = incoming.event;
     let thread = event.thread_ts.clone().unwrap_or_else(|| event.ts.clone());
-    let mut text = without_mention(&event.text, &resolved.bot_user_id);
+    let mut text = without_mention(&event.text, incoming.bot_user_id);
     let truncated = cap_text(&mut text);
     InboundMessage {
         id: format!("slack:{}", incoming.event_id),
@@ -323,7 +351,8 @@ pub async fn receive(
         );
         return Ok(Json(Acknowledged::ignored()));
     };
-    if user == resolved.bot_user_id {
+    let bot_user_id = envelope.bot_user_id(&resolved.bot_user_id);
+    if user == bot_user_id {
         return Ok(Json(Acknowledged::ignored()));
     }
     let message = normalize(
@@ -332,6 +361,7 @@ pub async fn receive(
             team_id,
             event,
             user,
+            bot_user_id,
         },
         &resolved,
         &meta,
@@ -446,6 +476,24 @@ mod tests {
             thread_ts: None,
             files: vec![],
         }
+    }
+
+    #[test]
+    fn the_bots_user_id_comes_from_the_connection_else_the_envelope() {
+        let envelope: Envelope = serde_json::from_value(serde_json::json!({
+            "type": "event_callback",
+            "authorizations": [
+                { "team_id": "T1", "user_id": "U0HUMAN", "is_bot": false },
+                { "team_id": "T1", "user_id": "U0BOT", "is_bot": true },
+            ],
+        }))
+        .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(envelope.bot_user_id("U0STORED"), "U0STORED");
+        assert_eq!(envelope.bot_user_id(""), "U0BOT");
+        let bare: Envelope =
+            serde_json::from_value(serde_json::json!({ "type": "event_callback" }))
+                .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(bare.bot_user_id(""), "");
     }
 
     #[test]

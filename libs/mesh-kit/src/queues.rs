@@ -24,8 +24,9 @@ pub struct Queues {
     pub inbound: Topology,
     /// `CREWMESH_OUTBOUND_STREAM`, same partition count.
     pub outbound: Topology,
-    /// `CREWMESH_DEAD_LETTER_STREAM`.
-    pub dead_letters: String,
+    /// `CREWMESH_DEAD_LETTER_STREAM`: messages that failed for good, with
+    /// their reason; llm-svc keeps them for admins to see and retry.
+    pub dead_letters: Topology,
     /// `CREWMESH_QUEUE_MAX_LEN`: entries a partition holds before producers
     /// are refused (the webhook answers 503 and the platform retries).
     pub max_len: u64,
@@ -61,10 +62,9 @@ impl Queues {
         Ok(Queues {
             inbound: topology("CREWMESH_INBOUND_STREAM", DEFAULT_INBOUND)?,
             outbound: topology("CREWMESH_OUTBOUND_STREAM", DEFAULT_OUTBOUND)?,
-            dead_letters: var("CREWMESH_DEAD_LETTER_STREAM")
-                .unwrap_or_else(|| DEFAULT_DEAD_LETTERS.to_owned()),
+            dead_letters: topology("CREWMESH_DEAD_LETTER_STREAM", DEFAULT_DEAD_LETTERS)?,
             max_len: parsed_or("CREWMESH_QUEUE_MAX_LEN", 100_000)?,
-            consumer: var("CREWMESH_CONSUMER_NAME").unwrap_or_else(host_name),
+            consumer: consumer_name(),
             concurrency: parsed_or("CREWMESH_QUEUE_CONCURRENCY", 64)?,
             // A run may take three provider attempts of 30 s each and backoff.
             claim_idle: Duration::from_secs(parsed_or("CREWMESH_QUEUE_CLAIM_IDLE_SECS", 120)?),
@@ -82,7 +82,7 @@ impl Queues {
         Ok(Queues {
             inbound: topology("inbound")?,
             outbound: topology("outbound")?,
-            dead_letters: format!("{prefix}:dead-letters"),
+            dead_letters: topology("dead-letters")?,
             max_len: 100_000,
             consumer: consumer.to_owned(),
             concurrency: 64,
@@ -104,6 +104,13 @@ impl Queues {
         config.max_attempts = self.max_attempts;
         config
     }
+}
+
+/// This replica's name in consumer groups: `CREWMESH_CONSUMER_NAME`, else
+/// the host name. Stable across restarts of the same replica, so a restart
+/// takes back its own pending entries at once.
+pub fn consumer_name() -> String {
+    var("CREWMESH_CONSUMER_NAME").unwrap_or_else(host_name)
 }
 
 /// The machine's name: the pod name under Kubernetes, which stays the same

@@ -61,8 +61,9 @@ pub struct ConsumerConfig {
     pub lease_ttl: Duration,
     /// How often leases are renewed and the partitions shared out again.
     pub heartbeat: Duration,
-    /// The dead-letter stream.
-    pub dead_letters: String,
+    /// The dead-letter queue: a failed message goes to the partition of
+    /// its key there, with its reason.
+    pub dead_letters: Topology,
     /// Entries the dead-letter stream keeps (approximately).
     pub dead_letter_max_len: u64,
     /// First retry delay; doubled per attempt up to `retry_max`.
@@ -76,7 +77,7 @@ impl ConsumerConfig {
     pub fn new(
         group: impl Into<String>,
         consumer: impl Into<String>,
-        dead_letters: impl Into<String>,
+        dead_letters: Topology,
     ) -> ConsumerConfig {
         ConsumerConfig {
             group: group.into(),
@@ -88,7 +89,7 @@ impl ConsumerConfig {
             block: Duration::from_secs(2),
             lease_ttl: Duration::from_secs(10),
             heartbeat: Duration::from_secs(2),
-            dead_letters: dead_letters.into(),
+            dead_letters,
             dead_letter_max_len: 100_000,
             retry_base: Duration::from_millis(500),
             retry_max: Duration::from_secs(30),
@@ -112,6 +113,8 @@ pub struct Delivery {
     pub payload: Vec<u8>,
     /// 1 on first delivery; counts redeliveries after crashes and retries.
     pub attempt: u32,
+    /// The entry's other fields (a dead letter's reason, …).
+    pub fields: HashMap<String, Vec<u8>>,
 }
 
 /// What became of a delivery.
@@ -889,6 +892,7 @@ async fn dispatch<H: Handler>(
         key,
         payload,
         attempt,
+        fields,
     };
     lock(&state.in_flight).insert(delivery.entry_id.clone());
     let job = Job {
@@ -1035,8 +1039,11 @@ async fn dead_letter<H>(
 ) -> bool {
     let config = &shared.config;
     let mut control = shared.control.clone();
+    let stream = config
+        .dead_letters
+        .stream(config.dead_letters.partition_of(&delivery.key));
     let written: Result<String, _> = redis::cmd("XADD")
-        .arg(&config.dead_letters)
+        .arg(&stream)
         .arg("MAXLEN")
         .arg("~")
         .arg(config.dead_letter_max_len)

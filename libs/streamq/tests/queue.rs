@@ -29,7 +29,11 @@ async fn redis() -> (redis::Client, ConnectionManager) {
 }
 
 fn config(prefix: &str, consumer: &str) -> ConsumerConfig {
-    let mut config = ConsumerConfig::new("workers", consumer, format!("{prefix}:dead"));
+    let mut config = ConsumerConfig::new(
+        "workers",
+        consumer,
+        Topology::new(format!("{prefix}:dead"), 1).unwrap(),
+    );
     config.concurrency = 8;
     config.heartbeat = Duration::from_millis(100);
     config.lease_ttl = Duration::from_millis(1500);
@@ -322,7 +326,9 @@ async fn failures_are_retried_then_dead_lettered_with_their_reason() {
         })
         .await
         .unwrap();
-    let dead_stream = format!("{prefix}:dead");
+    let dead_stream = Topology::new(format!("{prefix}:dead"), 1)
+        .unwrap()
+        .stream(0);
     let letters = testkit::eventually(Duration::from_secs(10), "two dead letters", || {
         let mut manager = manager.clone();
         let dead_stream = dead_stream.clone();

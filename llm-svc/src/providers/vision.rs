@@ -33,6 +33,9 @@ pub fn supports_vision(model: &str) -> bool {
 pub enum AttachmentKind {
     Image,
     Document,
+    /// A voice note or other audio: no model here listens, so a reference.
+    Audio,
+    Video,
 }
 
 /// An attachment as the model receives it: an image block (the provider
@@ -61,6 +64,12 @@ pub fn attachment_part(
         )),
         AttachmentKind::Document => Part::Text(format!(
             "[The customer sent a document: {name}.{caption} It can be downloaded from {url}]"
+        )),
+        AttachmentKind::Audio => Part::Text(format!(
+            "[The customer sent an audio message that this model cannot hear.{caption} It is at {url}]"
+        )),
+        AttachmentKind::Video => Part::Text(format!(
+            "[The customer sent a video that this model cannot watch.{caption} It is at {url}]"
         )),
     }
 }
