@@ -106,14 +106,16 @@ const GRPC_SERVICES: [Grpc; 5] = [
         addr_env: llm_svc::startup::ADDR_ENV,
         port: llm_svc::startup::DEFAULT_PORT,
         serve: |c, l, s, bound| {
-            let (agent_url, billing_url) = (
+            let (agent_url, billing_url, media_url) = (
                 url_in(bound, ServiceId::Agent),
                 url_in(bound, ServiceId::Billing),
+                url_in(bound, ServiceId::Media),
             );
             Box::pin(async move {
                 let mut config = llm_svc::config::LlmConfig::from_env(c)?;
                 config.agent_url = agent_url;
                 config.billing_url = billing_url;
+                config.media_url = media_url;
                 llm_svc::startup::serve_with(config, l, s).await
             })
         },

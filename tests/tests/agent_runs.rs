@@ -351,3 +351,70 @@ async fn a_run_on_a_spent_budget_gets_a_polite_refusal_and_no_provider_call() {
     assert_eq!(again.1["conversation_id"], first.1["conversation_id"]);
     assert!(fake.requests().is_empty(), "no provider call");
 }
+
+#[tokio::test]
+async fn memory_is_rebuilt_from_postgres_when_redis_lost_it_and_a_stale_window_is_never_used() {
+    let mesh = spawn_mesh().await;
+    let fake = FakeOpenAi::start(KEY).await;
+    fake.echo();
+    let acme = tenant(&mesh, "acme").await;
+    store_key(&mesh, &acme.admin, "openai", KEY, &fake.base_url()).await;
+    let agent = create_agent(&mesh, &acme.admin, "openai/gpt-4o-mini", "5").await;
+    let say = |text: &'static str, conversation: Option<String>| {
+        let (mesh, token, agent) = (&mesh, acme.operator.clone(), agent.clone());
+        async move {
+            let mut body = json!({ "text": text });
+            if let Some(c) = conversation {
+                body["conversation_id"] = json!(c);
+            }
+            let (status, answer) = run(mesh, &token, &agent, &body, None).await;
+            assert_eq!(status, 200, "{answer}");
+            answer["conversation_id"].as_str().unwrap().to_owned()
+        }
+    };
+    let conversation = say("one", None).await;
+    say("two", Some(conversation.clone())).await;
+    let window = format!("crewmesh:memory:{conversation}");
+    let client = redis::Client::open(mesh.redis_url.as_str()).unwrap();
+    let mut redis = client.get_multiplexed_async_connection().await.unwrap();
+    let cached: Option<String> = redis::cmd("GET")
+        .arg(&window)
+        .query_async(&mut redis)
+        .await
+        .unwrap();
+    assert!(
+        cached.is_some_and(|w| w.contains("You said: two")),
+        "the window follows the conversation"
+    );
+
+    // Redis lost it: rebuilt from PostgreSQL.
+    let _: () = redis::cmd("DEL")
+        .arg(&window)
+        .query_async(&mut redis)
+        .await
+        .unwrap();
+    say("three", Some(conversation.clone())).await;
+    let expected = vec![
+        turn("user", "one"),
+        turn("assistant", "You said: one"),
+        turn("user", "two"),
+        turn("assistant", "You said: two"),
+        turn("user", "three"),
+    ];
+    assert_eq!(dialogue(&fake.requests()[2]), expected);
+
+    // A window written for an older state of the conversation (a write it
+    // missed) is not served: the record decides.
+    let stale = json!({ "version": 4, "turns": [{ "role": "user", "text": "forged" }] });
+    let _: () = redis::cmd("SET")
+        .arg(&window)
+        .arg(stale.to_string())
+        .query_async(&mut redis)
+        .await
+        .unwrap();
+    say("four", Some(conversation.clone())).await;
+    let sent = dialogue(&fake.requests()[3]);
+    assert!(!sent.contains(&turn("user", "forged")), "{sent:?}");
+    assert_eq!(sent.len(), 7);
+    assert_eq!(sent[6], turn("user", "four"));
+}

@@ -565,11 +565,15 @@ async fn a_revoked_slack_token_dead_letters_the_reply_and_a_retry_after_reconnec
     world.mesh.queues_settled().await;
     let refused = world.slack.calls().iter().filter(|c| !c.accepted()).count();
     assert!(
+        mesh_kit::metrics::render().contains("crewmesh_queue_dead_letters_total{"),
+        "dead letters are counted"
+    );
+    assert!(
         refused <= 2,
         "no loop: the placeholder and the reply tried once each"
     );
 
-    // Operators cannot retry; the admin reconnects and retries.
+    // The admin reconnects the workspace with a new token and retries.
     let id = letter["id"].as_str().unwrap();
     let response = world
         .mesh

@@ -439,7 +439,7 @@ async fn round<H: Handler>(
             .arg(&config.consumer)
             .invoke_async(&mut control)
             .await?;
-        tracing::info!(
+        tracing::debug!(
             queue = topology.prefix(),
             partition = p,
             "partition handed back"
@@ -457,6 +457,7 @@ async fn round<H: Handler>(
 
     // Fewer: take free partitions, starting at a place of our own so
     // replicas do not all race for partition 0.
+    let mut taken = Vec::new();
     if owned.len() < target {
         let start = topology.partition_of(&config.consumer);
         for i in 0..topology.partitions() {
@@ -467,7 +468,7 @@ async fn round<H: Handler>(
             if owned.contains_key(&p) || releasing.contains_key(&p) {
                 continue;
             }
-            let taken: i64 = shared
+            let acquired: i64 = shared
                 .scripts
                 .acquire
                 .key(topology.owner(p))
@@ -475,7 +476,7 @@ async fn round<H: Handler>(
                 .arg(ttl)
                 .invoke_async(&mut control)
                 .await?;
-            if taken == 1 {
+            if acquired == 1 {
                 let part = Owned {
                     stop: shared.stopping.child_token(),
                     state: Arc::new(PartitionState {
@@ -489,10 +490,20 @@ async fn round<H: Handler>(
                     part.stop.clone(),
                     part.state.clone(),
                 ));
-                tracing::info!(queue = topology.prefix(), partition = p, consumer = %config.consumer, "partition taken");
+                taken.push(p);
                 owned.insert(p, part);
             }
         }
+    }
+    if !taken.is_empty() {
+        // One line per change of ownership, not one per partition.
+        tracing::info!(
+            queue = topology.prefix(),
+            consumer = %config.consumer,
+            taken = ?taken,
+            owned = owned.len(),
+            "partitions taken"
+        );
     }
     Ok(())
 }
