@@ -3,8 +3,11 @@
 //! agent-svc (gRPC, PostgreSQL, token decryption), and the durable append to
 //! the Redis Stream — with the whole mesh in this process.
 //!
-//! Run: `cargo bench -p crewmesh-tests --bench webhook_ack --profile dev`
-//! (PostgreSQL, Redis and s3s-fs running: `scripts/up` or `scripts/test` start them).
+//! Run: `cargo bench -p crewmesh-tests --bench webhook_ack` (release), or
+//! with `--profile dev` (PostgreSQL, Redis and s3s-fs running: `scripts/up`
+//! or `scripts/test` start them). By default 16 callers send as fast as they
+//! are answered; `WEBHOOK_RATE=<events/s>` sends at that fixed rate instead
+//! (open loop: a slow answer does not slow the sender, as with Slack).
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::print_stdout)]
 
@@ -65,35 +68,63 @@ async fn run() {
 
     let next = Arc::new(AtomicUsize::new(0));
     let started = Instant::now();
+    let send = |mesh: Arc<crewmesh_tests::Mesh>, n: usize| async move {
+        let body = json!({
+            "type": "event_callback", "team_id": "T0BENCH001", "event_id": format!("EvBENCH{n}"),
+            "event": { "type": "app_mention", "user": "U0CUSTOMER", "text": "where is my order?",
+                       "ts": format!("1700000000.{n:06}"), "channel": format!("C0SUPPORT{}", n % 100) },
+        })
+        .to_string();
+        let ts = chrono::Utc::now().timestamp();
+        let sent = Instant::now();
+        let response = mesh
+            .http
+            .post(mesh.url("/webhooks/slack/events"))
+            .header("x-slack-request-timestamp", ts.to_string())
+            .header("x-slack-signature", sign(ts, &body))
+            .body(body)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 200);
+        sent.elapsed()
+    };
+    let rate: Option<f64> = std::env::var("WEBHOOK_RATE")
+        .ok()
+        .and_then(|r| r.parse().ok());
     let mut callers = Vec::new();
-    for _ in 0..CALLERS {
-        let (mesh, next) = (mesh.clone(), next.clone());
-        callers.push(tokio::spawn(async move {
-            let mut latencies = Vec::new();
+    match rate {
+        Some(rate) => {
+            // Open loop: one request every 1/rate seconds, whatever the answers do.
+            let mut tick = tokio::time::interval(Duration::from_secs_f64(1.0 / rate));
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
+            let mut sends = Vec::new();
             while started.elapsed() < RUN_FOR {
+                tick.tick().await;
                 let n = next.fetch_add(1, Ordering::Relaxed);
-                let body = json!({
-                    "type": "event_callback", "team_id": "T0BENCH001", "event_id": format!("EvBENCH{n}"),
-                    "event": { "type": "app_mention", "user": "U0CUSTOMER", "text": "where is my order?",
-                               "ts": format!("1700000000.{n:06}"), "channel": "C0SUPPORT1" },
-                })
-                .to_string();
-                let ts = chrono::Utc::now().timestamp();
-                let sent = Instant::now();
-                let response = mesh
-                    .http
-                    .post(mesh.url("/webhooks/slack/events"))
-                    .header("x-slack-request-timestamp", ts.to_string())
-                    .header("x-slack-signature", sign(ts, &body))
-                    .body(body)
-                    .send()
-                    .await
-                    .unwrap();
-                assert_eq!(response.status(), 200);
-                latencies.push(sent.elapsed());
+                sends.push(tokio::spawn(send(mesh.clone(), n)));
             }
-            latencies
-        }));
+            callers.push(tokio::spawn(async move {
+                let mut latencies = Vec::new();
+                for s in sends {
+                    latencies.push(s.await.unwrap());
+                }
+                latencies
+            }));
+        }
+        None => {
+            for _ in 0..CALLERS {
+                let (mesh, next) = (mesh.clone(), next.clone());
+                callers.push(tokio::spawn(async move {
+                    let mut latencies = Vec::new();
+                    while started.elapsed() < RUN_FOR {
+                        let n = next.fetch_add(1, Ordering::Relaxed);
+                        latencies.push(send(mesh.clone(), n).await);
+                    }
+                    latencies
+                }));
+            }
+        }
     }
     let mut all = Vec::new();
     for caller in callers {
@@ -102,8 +133,12 @@ async fn run() {
     let elapsed = started.elapsed();
     all.sort();
     let queued = mesh.inbound_messages().await.len();
+    let load = match rate {
+        Some(rate) => format!("at a fixed {rate}/s"),
+        None => format!("with {CALLERS} callers"),
+    };
     println!(
-        "slack webhook ack: {} events in {:.1}s = {:.0}/s with {CALLERS} callers; p50 {:?}, p99 {:?}, max {:?}; {queued} queued",
+        "slack webhook ack: {} events in {:.1}s = {:.0}/s {load}; p50 {:?}, p99 {:?}, max {:?}; {queued} queued",
         all.len(),
         elapsed.as_secs_f64(),
         all.len() as f64 / elapsed.as_secs_f64(),

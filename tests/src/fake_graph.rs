@@ -148,10 +148,26 @@ impl FakeGraph {
 
     /// The accepted sends from `phone_number_id`, oldest first.
     pub fn accepted(&self, phone_number_id: &str) -> Vec<GraphSend> {
-        self.sends()
-            .into_iter()
+        self.inner
+            .sends
+            .lock()
+            .unwrap()
+            .iter()
             .filter(|s| s.phone_number_id == phone_number_id && s.accepted())
+            .cloned()
             .collect()
+    }
+
+    /// How many sends from `phone_number_id` were accepted, without copying
+    /// them (load tests poll this).
+    pub fn accepted_count(&self, phone_number_id: &str) -> usize {
+        self.inner
+            .sends
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|s| s.phone_number_id == phone_number_id && s.accepted())
+            .count()
     }
 
     /// Serves `bytes` as media `media_id`, as a customer's upload would be.
