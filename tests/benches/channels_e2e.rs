@@ -139,7 +139,10 @@ async fn run() {
     let now = chrono::Utc::now().timestamp();
     let (status, _) = webhook::whatsapp(
         &mesh,
-        &whatsapp_delivery(NUMBER, json!([whatsapp_text("wamid.warm", "1555000", now, "m-warm")])),
+        &whatsapp_delivery(
+            NUMBER,
+            json!([whatsapp_text("wamid.warm", "1555000", now, "m-warm")]),
+        ),
     )
     .await;
     assert_eq!(status, 200);
@@ -166,7 +169,12 @@ async fn run() {
                 let from = format!("1555{:06}", n % conversations);
                 let delivery = whatsapp_delivery(
                     NUMBER,
-                    json!([whatsapp_text(&format!("wamid.b{n}"), &from, now, &format!("m-{n}"))]),
+                    json!([whatsapp_text(
+                        &format!("wamid.b{n}"),
+                        &from,
+                        now,
+                        &format!("m-{n}")
+                    )]),
                 );
                 let at = Instant::now();
                 let (status, ack) = webhook::whatsapp(&mesh, &delivery).await;
@@ -185,9 +193,11 @@ async fn run() {
         acks.extend(ack);
     }
     let queued_in = started.elapsed();
-    testkit::eventually(Duration::from_secs(600), "every reply delivered", || async {
-        (graph.accepted_count(NUMBER) > messages).then_some(())
-    })
+    testkit::eventually(
+        Duration::from_secs(600),
+        "every reply delivered",
+        || async { (graph.accepted_count(NUMBER) > messages).then_some(()) },
+    )
     .await
     .unwrap();
     let sends = graph.accepted(NUMBER);
