@@ -1,7 +1,7 @@
 //! Agents (A1): validation and queries. Creating one asks billing-svc whether
-//! the tenant's plan allows another; every save pushes the agent's budget to
-//! billing-svc inside the same transaction, so an agent never exists without
-//! the budget that bounds it.
+//! the tenant's plan allows another; every save queues the agent's budget
+//! for billing-svc in the same transaction (see `budget_outbox`), so a saved
+//! budget always reaches billing-svc, after the commit.
 
 use chrono::{DateTime, Utc};
 use mesh_kit::error::invalid_field;
@@ -30,7 +30,7 @@ pub struct Agent {
 }
 
 /// The editable fields of an agent.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, Default, PartialEq)]
 pub struct AgentFields {
     pub name: String,
     pub role_title: String,
@@ -185,6 +185,20 @@ pub async fn insert(
     .bind(fields.active)
     .bind(request_id)
     .fetch_one(conn)
+    .await
+}
+
+/// The agent, locked until `conn`'s transaction ends: a PATCH merges its
+/// fields into what is stored now, not into what another PATCH overwrites.
+pub async fn get_for_update(
+    conn: &mut PgConnection,
+    id: Uuid,
+) -> Result<Option<Agent>, sqlx::Error> {
+    sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        "SELECT {COLUMNS} FROM agents WHERE id = $1 FOR UPDATE"
+    )))
+    .bind(id)
+    .fetch_optional(conn)
     .await
 }
 

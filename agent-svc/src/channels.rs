@@ -358,14 +358,15 @@ pub async fn list(tx: &mut PgConnection) -> Result<Vec<Connection>, ChannelError
     .await?)
 }
 
-/// Deletes a connection visible in `tx`; false when there is none.
-pub async fn delete(tx: &mut PgConnection, id: Uuid) -> Result<bool, ChannelError> {
-    let deleted = sqlx::query("DELETE FROM channel_connections WHERE id = $1")
-        .bind(id)
-        .execute(&mut *tx)
-        .await?
-        .rows_affected();
-    Ok(deleted > 0)
+/// Deletes a connection visible in `tx`; returns it as it was (the edge
+/// forgets its route by channel and external id), None when there is none.
+pub async fn delete(tx: &mut PgConnection, id: Uuid) -> Result<Option<Connection>, ChannelError> {
+    Ok(sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        "DELETE FROM channel_connections WHERE id = $1 RETURNING {COLUMNS}"
+    )))
+    .bind(id)
+    .fetch_optional(&mut *tx)
+    .await?)
 }
 
 /// The owner of an inbound Slack team id or WhatsApp phone_number_id, with
@@ -434,34 +435,52 @@ pub async fn rotate_tokens(
     rotate(db, keyring, TOKENS, batch, report).await
 }
 
-/// How long an admin has to finish the install on Slack's consent page.
+/// How long an admin has to finish the install on Slack's consent page;
+/// the gateway's binding cookie lives exactly as long.
 pub const INSTALL_TTL: Duration = Duration::minutes(15);
 
+/// SHA-256 of an install secret (the OAuth state or the browser binding):
+/// what is stored instead of the secret.
 fn state_hash(state: &str) -> Vec<u8> {
     digest::digest(&digest::SHA256, state.as_bytes())
         .as_ref()
         .to_vec()
 }
 
-/// Records a pending install of `agent` in the tenant transaction `tx`;
-/// returns the OAuth `state` (256 random bits; only its hash is stored).
+/// A browser binding is the caller's random value: 22 characters hold the
+/// 128 bits of a base64url-encoded 16 bytes.
+fn valid_binding(binding: &str) -> bool {
+    (22..=512).contains(&binding.len()) && !binding.chars().any(char::is_whitespace)
+}
+
+/// Records a pending install of `agent` in the tenant transaction `tx`,
+/// bound to the browser holding `binding`; returns the OAuth `state` (256
+/// random bits; only its hash is stored, as only the binding's is).
 pub async fn begin_install(
     tx: &mut PgConnection,
     tenant: Uuid,
     agent: Uuid,
+    binding: &str,
 ) -> Result<(String, DateTime<Utc>), ChannelError> {
+    if !valid_binding(binding) {
+        return Err(invalid(
+            "browser_binding",
+            "must be a random value of 22–512 characters held by the installing browser",
+        ));
+    }
     let mut bytes = [0u8; 32];
     rand::fill(&mut bytes).map_err(|_| ChannelError::Random)?;
     let state = URL_SAFE_NO_PAD.encode(bytes);
     let expires_at = Utc::now() + INSTALL_TTL;
     sqlx::query(
-        "INSERT INTO slack_install_states (state_hash, tenant_id, agent_id, expires_at)
-         VALUES ($1, $2, $3, $4)",
+        "INSERT INTO slack_install_states (state_hash, tenant_id, agent_id, expires_at, binding_hash)
+         VALUES ($1, $2, $3, $4, $5)",
     )
     .bind(state_hash(&state))
     .bind(tenant)
     .bind(agent)
     .bind(expires_at)
+    .bind(state_hash(binding))
     .execute(&mut *tx)
     .await
     .map_err(|e| match violated_constraint(&e) {
@@ -471,22 +490,53 @@ pub async fn begin_install(
     Ok((state, expires_at))
 }
 
-/// Consumes a pending install: the tenant and agent it was for, once, while
-/// it has not expired. Expired installs are swept on the way.
-pub async fn take_install(db: &PgPool, state: &str) -> Result<Option<(Uuid, Uuid)>, ChannelError> {
+/// What a returning OAuth callback may do with its state.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Claim {
+    /// The install of this agent, for this tenant: consumed now, once.
+    Install { tenant: Uuid, agent: Uuid },
+    /// A live install started in another browser (a forwarded authorize
+    /// link), or whose cookie is gone: left for the browser that holds it.
+    OtherBrowser,
+    /// Unknown, used or expired.
+    Unknown,
+}
+
+/// Consumes a pending install if `binding` is the one it was started with
+/// and it has not expired. Expired installs are swept on the way.
+pub async fn take_install(db: &PgPool, state: &str, binding: &str) -> Result<Claim, ChannelError> {
     let mut tx = begin_platform(db).await?;
-    let taken = sqlx::query_as(
-        "DELETE FROM slack_install_states WHERE state_hash = $1
+    let taken: Option<(Uuid, Uuid, bool)> = sqlx::query_as(
+        "DELETE FROM slack_install_states WHERE state_hash = $1 AND binding_hash = $2
          RETURNING tenant_id, agent_id, expires_at > now()",
     )
     .bind(state_hash(state))
+    .bind(state_hash(binding))
     .fetch_optional(&mut *tx)
     .await?;
+    let claim = match taken {
+        Some((tenant, agent, true)) => Claim::Install { tenant, agent },
+        Some((_, _, false)) => Claim::Unknown,
+        None => {
+            let live: bool = sqlx::query_scalar(
+                "SELECT EXISTS (SELECT 1 FROM slack_install_states
+                                 WHERE state_hash = $1 AND expires_at > now())",
+            )
+            .bind(state_hash(state))
+            .fetch_one(&mut *tx)
+            .await?;
+            if live {
+                Claim::OtherBrowser
+            } else {
+                Claim::Unknown
+            }
+        }
+    };
     sqlx::query("DELETE FROM slack_install_states WHERE expires_at <= now()")
         .execute(&mut *tx)
         .await?;
     tx.commit().await?;
-    Ok(taken.and_then(|(tenant, agent, live): (Uuid, Uuid, bool)| live.then_some((tenant, agent))))
+    Ok(claim)
 }
 
 #[cfg(test)]
@@ -631,5 +681,14 @@ mod tests {
     fn states_are_hashed_not_stored() {
         assert_eq!(state_hash("abc").len(), 32);
         assert_ne!(state_hash("abc"), state_hash("abd"));
+    }
+
+    #[test]
+    fn browser_bindings_carry_at_least_128_bits() {
+        assert!(valid_binding(&URL_SAFE_NO_PAD.encode([7u8; 16])));
+        assert!(valid_binding(&URL_SAFE_NO_PAD.encode([7u8; 32])));
+        for bad in ["", "short", &"a".repeat(513), "aaaaaaaaaaa aaaaaaaaaaaa"] {
+            assert!(!valid_binding(bad), "{bad}");
+        }
     }
 }

@@ -1,6 +1,6 @@
 //! agent-svc's own settings.
 
-use std::sync::Arc;
+use std::{sync::Arc, time::Duration};
 
 use keyring::Keyring;
 use mesh_kit::{
@@ -12,9 +12,15 @@ use secrecy::SecretString;
 /// Slack's Web API; tests and staging point `SLACK_API_BASE` at a local server.
 pub const DEFAULT_SLACK_API_BASE: &str = "https://slack.com/api";
 
+/// Meta's Graph API with its version; `WHATSAPP_API_BASE` overrides it.
+pub const DEFAULT_WHATSAPP_API_BASE: &str = "https://graph.facebook.com/v21.0";
+
 /// What the bot needs to answer in channels and DMs, read files and name users.
 pub const DEFAULT_SLACK_SCOPES: &str =
     "app_mentions:read,channels:history,chat:write,files:read,groups:history,im:history,users:read";
+
+/// How often the budget relay looks for budgets billing-svc has not taken yet.
+pub const DEFAULT_BUDGET_RELAY_INTERVAL: Duration = Duration::from_secs(2);
 
 #[derive(Debug, Clone)]
 pub struct AgentConfig {
@@ -23,17 +29,22 @@ pub struct AgentConfig {
     pub billing_url: String,
     /// Encrypts channel tokens at rest (`CREWMESH_ENCRYPTION_KEYS`, as for LLM keys).
     pub keyring: Arc<Keyring>,
+    /// `SLACK_API_BASE`: `auth.test` proves a bot token's workspace before
+    /// it is bound, with or without an OAuth app; installs exchange codes here.
+    pub slack_api_base: String,
+    /// `WHATSAPP_API_BASE`: a phone_number_id is looked up here with its
+    /// token before it is bound.
+    pub whatsapp_api_base: String,
     /// None without `SLACK_CLIENT_ID` and `SLACK_CLIENT_SECRET`: installs then
     /// say the Slack app is not configured, and manual bot tokens still work.
     pub slack: Option<SlackApp>,
+    /// The budget relay's polling period (tests shorten it).
+    pub budget_relay_interval: Duration,
 }
 
-/// The platform's Slack app, for OAuth v2 installs.
+/// The platform's Slack app, for OAuth v2 installs (under `SLACK_API_BASE`).
 #[derive(Debug, Clone)]
 pub struct SlackApp {
-    /// e.g. `https://slack.com/api`; `oauth.v2.access` is called under it and
-    /// the authorize page is derived from it.
-    pub api_base: String,
     pub client_id: String,
     pub client_secret: SecretString,
     /// `SLACK_REDIRECT_URI`: the gateway's public `/oauth/slack/callback`.
@@ -45,7 +56,6 @@ pub struct SlackApp {
 impl SlackApp {
     pub fn from_env() -> Option<SlackApp> {
         Some(SlackApp {
-            api_base: var("SLACK_API_BASE").unwrap_or_else(|| DEFAULT_SLACK_API_BASE.to_owned()),
             client_id: var("SLACK_CLIENT_ID")?,
             client_secret: secret_var("SLACK_CLIENT_SECRET")?,
             redirect_uri: var("SLACK_REDIRECT_URI"),
@@ -62,7 +72,12 @@ impl AgentConfig {
             billing_url: var("CREWMESH_BILLING_URL")
                 .unwrap_or_else(|| "http://127.0.0.1:50054".to_owned()),
             keyring: Arc::new(keyring),
+            slack_api_base: var("SLACK_API_BASE")
+                .unwrap_or_else(|| DEFAULT_SLACK_API_BASE.to_owned()),
+            whatsapp_api_base: var("WHATSAPP_API_BASE")
+                .unwrap_or_else(|| DEFAULT_WHATSAPP_API_BASE.to_owned()),
             slack: SlackApp::from_env(),
+            budget_relay_interval: DEFAULT_BUDGET_RELAY_INTERVAL,
         })
     }
 }

@@ -15,8 +15,7 @@ use crewmesh_proto::{
         ResolveChannelResponse, Template as ProtoTemplate, UpdateAgentRequest, UpdateAgentResponse,
     },
     billing::v1::{
-        CheckAgentQuotaRequest, SetAgentBudgetRequest,
-        billing_internal_service_client::BillingInternalServiceClient,
+        CheckAgentQuotaRequest, billing_internal_service_client::BillingInternalServiceClient,
     },
 };
 use keyring::Keyring;
@@ -37,11 +36,14 @@ use uuid::Uuid;
 
 use crate::{
     agents::{self, Agent, AgentFields},
-    channels::{self, ChannelError, Connection, Kind, NewConnection},
+    budget_outbox::{self, BudgetRelay, Pushed},
+    channels::{self, ChannelError, Claim, Connection, Kind, NewConnection},
     config::SlackApp,
+    ownership::{OwnershipError, Verifier},
     prompt::{self, AgentText},
     slack::{self, SlackError},
     templates::{self, Escalation, Template},
+    whatsapp::GraphError,
 };
 
 #[derive(Debug, Clone)]
@@ -52,8 +54,11 @@ pub struct AgentApi {
     pub keyring: Arc<Keyring>,
     /// None when the platform has no Slack app configured.
     pub slack: Option<SlackApp>,
-    /// For Slack's Web API; timeouts set at start-up.
-    pub http: reqwest::Client,
+    /// Slack's and Meta's APIs, with the one HTTP client: ownership proofs
+    /// and OAuth code exchanges.
+    pub verifier: Verifier,
+    /// Pushes saved budgets to billing-svc after their commit.
+    pub budgets: BudgetRelay,
 }
 
 const ADMINS: &[Role] = &[Role::PlatformAdmin, Role::CustomerAdmin];
@@ -163,9 +168,33 @@ fn slack_status(e: SlackError) -> Status {
     match e {
         e @ SlackError::BadCode(_) => invalid_field("code", e.to_string()),
         e @ SlackError::BadApp(_) => ErrorCode::FailedPrecondition.status(e.to_string()),
+        e @ SlackError::TokenRefused(_) => invalid_field("access_token", e.to_string()),
         e @ (SlackError::Unreachable(_) | SlackError::Unexpected(_)) => {
-            tracing::warn!(error = %e, "Slack OAuth exchange failed");
+            tracing::warn!(error = %e, "a Slack Web API call failed");
             ErrorCode::Unavailable.status(e.to_string())
+        }
+    }
+}
+
+impl From<OwnershipError> for Status {
+    fn from(e: OwnershipError) -> Status {
+        match e {
+            e @ OwnershipError::OtherWorkspace { .. } => {
+                invalid_field("external_id", e.to_string())
+            }
+            e @ OwnershipError::MalformedBotUser => {
+                tracing::warn!(error = %e, "Slack's auth.test answer is off its documented shape");
+                ErrorCode::Unavailable.status(e.to_string())
+            }
+            OwnershipError::Slack(e) => slack_status(e),
+            OwnershipError::Graph(e) => match e {
+                e @ GraphError::Refused { .. } => invalid_field("access_token", e.to_string()),
+                e @ GraphError::NotAPhoneNumber => invalid_field("external_id", e.to_string()),
+                e @ (GraphError::Unreachable(_) | GraphError::Unexpected(_)) => {
+                    tracing::warn!(error = %e, "a Graph API call failed");
+                    ErrorCode::Unavailable.status(e.to_string())
+                }
+            },
         }
     }
 }
@@ -236,20 +265,27 @@ impl AgentApi {
         .map_err(|e| db_error(&e))
     }
 
-    async fn push_budget(&self, agent: &Agent) -> Result<(), Status> {
-        self.billing
-            .clone()
-            .set_agent_budget(self.as_agent_svc()?.request(SetAgentBudgetRequest {
-                tenant_id: agent.tenant_id.to_string(),
-                agent_id: agent.id.to_string(),
-                limit_usd: format_usd(agent.budget_limit_nanos),
-            }))
-            .await
-            .map(drop)
+    /// Pushes `agent`'s saved budget to billing-svc now that its save has
+    /// committed. Never fails the save: what does not land here, the relay
+    /// delivers (see `budget_outbox`).
+    async fn push_budget(&self, agent: Uuid) {
+        match self.budgets.push(agent).await {
+            Ok(Pushed::Landed) => {}
+            Ok(outcome @ (Pushed::Deferred | Pushed::Failed)) => {
+                tracing::info!(%agent, ?outcome, "agent budget left to the relay");
+            }
+            Err(e) => {
+                tracing::warn!(%agent, error = %e, "agent budget left to the relay");
+            }
+        }
     }
 
-    /// Validates, checks the plan's quota, inserts and registers the budget,
-    /// all in one transaction.
+    /// Validates, checks the plan's quota and inserts the agent with its
+    /// budget queued for billing-svc, then pushes the budget.
+    ///
+    /// billing-svc decides the quota for a count of agents; it is asked
+    /// with no database connection held, and the count (and the request id)
+    /// are checked again under the tenant's lock, where they cannot change.
     async fn create(
         &self,
         tenant: Uuid,
@@ -258,40 +294,101 @@ impl AgentApi {
     ) -> Result<Agent, Status> {
         agents::validate(&fields)?;
         let request_id = Some(request_id).filter(|r| !r.is_empty());
-        let mut tx = begin_tenant(&self.db, tenant)
-            .await
-            .map_err(|e| db_error(&e))?;
-        if let Some(key) = request_id
-            && let Some(existing) = agents::by_request(&mut tx, key)
+        for _ in 0..CREATE_ATTEMPTS {
+            // A retry of a create that happened answers with its agent
+            // without asking billing-svc, whose quota now counts it.
+            let mut tx = begin_tenant(&self.db, tenant)
                 .await
-                .map_err(|e| db_error(&e))?
-        {
-            return Ok(existing);
+                .map_err(|e| db_error(&e))?;
+            if let Some(existing) = self.by_request(&mut tx, request_id).await? {
+                return Ok(existing);
+            }
+            let asked = agents::count(&mut tx).await.map_err(|e| db_error(&e))?;
+            tx.commit().await.map_err(|e| db_error(&e))?;
+
+            let quota = self
+                .billing
+                .clone()
+                .check_agent_quota(self.as_agent_svc()?.request(CheckAgentQuotaRequest {
+                    tenant_id: tenant.to_string(),
+                    current_agents: i32::try_from(asked).unwrap_or(i32::MAX),
+                }))
+                .await?
+                .into_inner();
+
+            let mut tx = begin_tenant(&self.db, tenant)
+                .await
+                .map_err(|e| db_error(&e))?;
+            agents::lock_tenant(&mut tx, tenant)
+                .await
+                .map_err(|e| db_error(&e))?;
+            // A concurrent request with the same key may have created the
+            // agent since the first look (and filled the quota with it).
+            if let Some(existing) = self.by_request(&mut tx, request_id).await? {
+                return Ok(existing);
+            }
+            if !quota.allowed {
+                return Err(ErrorCode::FailedPrecondition.status(quota.reason));
+            }
+            // The quota allows a count below a limit: fewer agents than
+            // asked about are allowed too, more must be asked about again.
+            if agents::count(&mut tx).await.map_err(|e| db_error(&e))? > asked {
+                continue;
+            }
+            let agent = agents::insert(&mut tx, tenant, &fields, request_id)
+                .await
+                .map_err(|e| db_error(&e))?;
+            budget_outbox::record(&mut tx, tenant, agent.id, agent.budget_limit_nanos)
+                .await
+                .map_err(|e| db_error(&e))?;
+            tx.commit().await.map_err(|e| db_error(&e))?;
+            tracing::info!(%tenant, agent = %agent.id, "agent created");
+            self.push_budget(agent.id).await;
+            return Ok(agent);
         }
-        agents::lock_tenant(&mut tx, tenant)
-            .await
-            .map_err(|e| db_error(&e))?;
-        let current = agents::count(&mut tx).await.map_err(|e| db_error(&e))?;
-        let quota = self
-            .billing
-            .clone()
-            .check_agent_quota(self.as_agent_svc()?.request(CheckAgentQuotaRequest {
-                tenant_id: tenant.to_string(),
-                current_agents: i32::try_from(current).unwrap_or(i32::MAX),
-            }))
-            .await?
-            .into_inner();
-        if !quota.allowed {
-            return Err(ErrorCode::FailedPrecondition.status(quota.reason));
-        }
-        let agent = agents::insert(&mut tx, tenant, &fields, request_id)
-            .await
-            .map_err(|e| db_error(&e))?;
-        self.push_budget(&agent).await?;
-        tx.commit().await.map_err(|e| db_error(&e))?;
-        tracing::info!(%tenant, agent = %agent.id, "agent created");
-        Ok(agent)
+        Err(ErrorCode::Unavailable
+            .status("agents are being created concurrently for this tenant; try again"))
     }
+
+    async fn by_request(
+        &self,
+        tx: &mut Transaction<'static, Postgres>,
+        request_id: Option<&str>,
+    ) -> Result<Option<Agent>, Status> {
+        let Some(key) = request_id else {
+            return Ok(None);
+        };
+        agents::by_request(tx, key).await.map_err(|e| db_error(&e))
+    }
+}
+
+/// Rounds of quota check and insert a create makes while other creates of
+/// the tenant keep changing its count.
+const CREATE_ATTEMPTS: usize = 3;
+
+/// `fields` with the masked fields of `patch`.
+fn merge(fields: &mut AgentFields, patch: &ProtoAgent, mask: &[String]) -> Result<(), Status> {
+    for path in mask {
+        match path.as_str() {
+            "name" => fields.name = patch.name.clone(),
+            "role_title" => fields.role_title = patch.role_title.clone(),
+            "persona" => fields.persona = patch.persona.clone(),
+            "instructions" => fields.instructions = patch.instructions.clone(),
+            "model" => fields.model = patch.model.clone(),
+            "tools" => fields.tools = patch.tools.clone(),
+            "escalation" => fields.escalation = escalation(patch.escalation.as_ref()),
+            "escalation_assignee" => fields.escalation_assignee = patch.escalation_assignee.clone(),
+            "budget_limit_usd" => fields.budget_limit_nanos = budget(&patch.budget_limit_usd)?,
+            "active" => fields.active = patch.active,
+            other => {
+                return Err(invalid_field(
+                    "update_mask",
+                    format!("`{other}` is not an editable field"),
+                ));
+            }
+        }
+    }
+    Ok(())
 }
 
 fn proto_template(t: Template) -> ProtoTemplate {
@@ -427,43 +524,37 @@ impl crewmesh_proto::agent::v1::agent_service_server::AgentService for AgentApi 
             .as_ref()
             .ok_or_else(|| invalid_field("agent", "is required"))?;
         let id = parse_id("agent.id", &patch.id)?;
+        // A mask naming nothing editable is refused before any lock is taken.
+        merge(&mut AgentFields::default(), patch, &req.update_mask)?;
         let mut tx = self.scope(user).await?;
-        let existing = agents::get(&mut tx, id)
+        // Locked: a concurrent PATCH of other fields waits, then merges
+        // into what this one wrote, so neither change is lost.
+        let existing = agents::get_for_update(&mut tx, id)
             .await
             .map_err(|e| db_error(&e))?
             .ok_or_else(not_found)?;
         let mut fields = existing.fields();
-        for path in &req.update_mask {
-            match path.as_str() {
-                "name" => fields.name = patch.name.clone(),
-                "role_title" => fields.role_title = patch.role_title.clone(),
-                "persona" => fields.persona = patch.persona.clone(),
-                "instructions" => fields.instructions = patch.instructions.clone(),
-                "model" => fields.model = patch.model.clone(),
-                "tools" => fields.tools = patch.tools.clone(),
-                "escalation" => fields.escalation = escalation(patch.escalation.as_ref()),
-                "escalation_assignee" => {
-                    fields.escalation_assignee = patch.escalation_assignee.clone()
-                }
-                "budget_limit_usd" => fields.budget_limit_nanos = budget(&patch.budget_limit_usd)?,
-                "active" => fields.active = patch.active,
-                other => {
-                    return Err(invalid_field(
-                        "update_mask",
-                        format!("`{other}` is not an editable field"),
-                    ));
-                }
-            }
-        }
+        merge(&mut fields, patch, &req.update_mask)?;
         agents::validate(&fields)?;
         let updated = agents::update(&mut tx, id, &fields)
             .await
             .map_err(|e| db_error(&e))?
             .ok_or_else(not_found)?;
-        if updated.budget_limit_nanos != existing.budget_limit_nanos {
-            self.push_budget(&updated).await?;
+        let budget_changed = updated.budget_limit_nanos != existing.budget_limit_nanos;
+        if budget_changed {
+            budget_outbox::record(
+                &mut tx,
+                updated.tenant_id,
+                updated.id,
+                updated.budget_limit_nanos,
+            )
+            .await
+            .map_err(|e| db_error(&e))?;
         }
         tx.commit().await.map_err(|e| db_error(&e))?;
+        if budget_changed {
+            self.push_budget(updated.id).await;
+        }
         Ok(Response::new(UpdateAgentResponse {
             agent: Some(proto_agent(updated)),
         }))
@@ -539,7 +630,7 @@ impl crewmesh_proto::agent::v1::agent_service_server::AgentService for AgentApi 
         let user = caller(&request)?.require_role(ADMINS)?;
         let req = request.get_ref();
         let tenant = user.tenant_scope(parse_opt_id("tenant_id", &req.tenant_id)?)?;
-        let new = NewConnection {
+        let mut new = NewConnection {
             agent_id: parse_id("agent_id", &req.agent_id)?,
             kind: connection_kind(req.channel)?,
             external_id: req.external_id.trim().to_owned(),
@@ -550,6 +641,15 @@ impl crewmesh_proto::agent::v1::agent_service_server::AgentService for AgentApi 
             reply_template_name: req.reply_template_name.trim().to_owned(),
             reply_template_language: req.reply_template_language.trim().to_owned(),
         };
+        // Cheap checks first: a malformed request never reaches Slack or Meta.
+        channels::validate(&new).map_err(channel_status)?;
+        // Before any connection is taken: the proof waits on a third party.
+        let proof = self
+            .verifier
+            .prove(new.kind, &new.external_id, &new.token)
+            .await?;
+        new.bot_user_id = proof.bot_user_id;
+        new.display_name = proof.display_name;
         let mut tx = begin_tenant(&self.db, tenant)
             .await
             .map_err(|e| db_error(&e))?;
@@ -586,15 +686,15 @@ impl crewmesh_proto::agent::v1::agent_service_server::AgentService for AgentApi 
         let user = caller(&request)?.require_role(ADMINS)?;
         let id = parse_id("id", &request.get_ref().id)?;
         let mut tx = self.scope(user).await?;
-        if !channels::delete(&mut tx, id)
+        let deleted = channels::delete(&mut tx, id)
             .await
             .map_err(channel_status)?
-        {
-            return Err(channel_status(ChannelError::NotFound));
-        }
+            .ok_or_else(|| channel_status(ChannelError::NotFound))?;
         tx.commit().await.map_err(|e| db_error(&e))?;
         tracing::info!(connection = %id, "channel disconnected");
-        Ok(Response::new(DeleteChannelResponse {}))
+        Ok(Response::new(DeleteChannelResponse {
+            channel: Some(proto_connection(deleted)),
+        }))
     }
 
     async fn begin_slack_install(
@@ -609,10 +709,12 @@ impl crewmesh_proto::agent::v1::agent_service_server::AgentService for AgentApi 
         let mut tx = begin_tenant(&self.db, tenant)
             .await
             .map_err(|e| db_error(&e))?;
-        let (state, expires_at) = channels::begin_install(&mut tx, tenant, agent)
-            .await
-            .map_err(channel_status)?;
-        let authorize_url = slack::authorize_url(app, &state).map_err(slack_status)?;
+        let (state, expires_at) =
+            channels::begin_install(&mut tx, tenant, agent, &req.browser_binding)
+                .await
+                .map_err(channel_status)?;
+        let authorize_url = slack::authorize_url(&self.verifier.slack_api_base, app, &state)
+            .map_err(slack_status)?;
         tx.commit().await.map_err(|e| db_error(&e))?;
         Ok(Response::new(BeginSlackInstallResponse {
             authorize_url,
@@ -621,7 +723,9 @@ impl crewmesh_proto::agent::v1::agent_service_server::AgentService for AgentApi 
     }
 
     /// The OAuth callback's second half. The state is consumed before Slack
-    /// is called, so a replayed callback can never install twice.
+    /// is called, so a replayed callback can never install twice, and only
+    /// with the browser binding its install began with, so a forwarded
+    /// authorize link never reaches Slack's code exchange.
     async fn complete_slack_install(
         &self,
         request: Request<CompleteSlackInstallRequest>,
@@ -635,18 +739,37 @@ impl crewmesh_proto::agent::v1::agent_service_server::AgentService for AgentApi 
         if req.state.is_empty() || req.state.len() > 512 {
             return Err(invalid_field("state", "is required"));
         }
-        let (tenant, agent) = channels::take_install(&self.db, &req.state)
-            .await
-            .map_err(channel_status)?
-            .ok_or_else(|| {
-                invalid_field(
-                    "state",
-                    "unknown, used or expired install; start the install again from the portal",
-                )
-            })?;
-        let installation = slack::exchange_code(&self.http, app, &req.code)
-            .await
-            .map_err(slack_status)?;
+        if req.browser_binding.len() > 512 {
+            return Err(invalid_field("browser_binding", "is too long"));
+        }
+        let (tenant, agent) =
+            match channels::take_install(&self.db, &req.state, &req.browser_binding)
+                .await
+                .map_err(channel_status)?
+            {
+                Claim::Install { tenant, agent } => (tenant, agent),
+                Claim::OtherBrowser => {
+                    return Err(ErrorCode::PermissionDenied.status(
+                        "this install was started in another browser, or its cookie has expired: \
+                         only the admin who started it can finish it, in the same browser \
+                         (or start the install again from the portal)",
+                    ));
+                }
+                Claim::Unknown => {
+                    return Err(invalid_field(
+                        "state",
+                        "unknown, used or expired install; start the install again from the portal",
+                    ));
+                }
+            };
+        let installation = slack::exchange_code(
+            &self.verifier.http,
+            &self.verifier.slack_api_base,
+            app,
+            &req.code,
+        )
+        .await
+        .map_err(slack_status)?;
         let new = NewConnection {
             agent_id: agent,
             kind: Kind::Slack,

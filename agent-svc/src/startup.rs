@@ -1,5 +1,6 @@
 //! Builds agent-svc from its configuration and an already-bound listener.
 
+use anyhow::Context as _;
 use crewmesh_proto::{
     FILE_DESCRIPTOR_SET,
     agent::v1::{
@@ -12,13 +13,13 @@ use mesh_kit::{
     server::GrpcService,
     service::{ServiceConfig, Storage},
 };
-use std::time::Duration;
-
 use tokio::net::TcpListener;
 
 use crewmesh_proto::billing::v1::billing_internal_service_client::BillingInternalServiceClient;
 
-use crate::{config::AgentConfig, grpc::AgentApi};
+use crate::{
+    budget_outbox::BudgetRelay, config::AgentConfig, grpc::AgentApi, ownership::Verifier, webapi,
+};
 
 pub const DEFAULT_PORT: u16 = 50052;
 pub const ADDR_ENV: &str = "CREWMESH_AGENT_ADDR";
@@ -46,28 +47,38 @@ pub async fn serve_with(
     listener: TcpListener,
     shutdown: Shutdown,
 ) -> anyhow::Result<()> {
-    let billing = mesh_kit::client::lazy_channel(&config.billing_url)?;
+    let billing =
+        BillingInternalServiceClient::new(mesh_kit::client::lazy_channel(&config.billing_url)?);
     let signer = config.service.keyring.signer.clone();
-    // Slack's token endpoint answers in well under a second; a hung call
-    // would otherwise hold the admin's browser on the callback.
-    let http = reqwest::Client::builder()
-        .connect_timeout(Duration::from_secs(5))
-        .timeout(Duration::from_secs(15))
-        .build()?;
+    let verifier = Verifier {
+        http: webapi::client().context("building the HTTP client for Slack and the Graph API")?,
+        slack_api_base: config.slack_api_base,
+        whatsapp_api_base: config.whatsapp_api_base,
+    };
     let (keyring, slack) = (config.keyring, config.slack);
+    let relay_every = config.budget_relay_interval;
+    let relay_shutdown = shutdown.clone();
     mesh_kit::service::serve_with_storage(
         config.service,
         listener,
         shutdown,
         STORAGE,
         |_, resources| {
+            let budgets = BudgetRelay {
+                db: resources.db.clone(),
+                billing: billing.clone(),
+                signer: signer.clone(),
+            };
+            // Delivers the budgets a save could not push; ends with the service.
+            tokio::spawn(budgets.clone().run(relay_every, relay_shutdown));
             let api = AgentApi {
                 db: resources.db,
-                billing: BillingInternalServiceClient::new(billing),
+                billing,
                 signer,
                 keyring,
                 slack,
-                http,
+                verifier,
+                budgets,
             };
             GrpcService::new(FILE_DESCRIPTOR_SET)
                 .with(AgentServiceServer::new(api.clone()))

@@ -123,13 +123,30 @@ redis.call('ZREM', KEYS[3], ARGV[1])
 return 1
 "#;
 
-/// KEYS: ledger. ARGV: amount. Adds settled spend if the ledger exists (a
-/// missing ledger is rebuilt from PostgreSQL, which already has it).
+/// KEYS: ledger, spent calls (sorted set: call id → when). ARGV: now (s),
+/// how long call ids are remembered (s), then call id and amount pairs.
+/// Adds each call's cost once: usage is committed to PostgreSQL first, so a
+/// settlement retried after Redis failed here sends the same calls again,
+/// and they must be spent now — but never twice. A missing ledger is rebuilt
+/// from PostgreSQL, which already has them.
 const SPEND: &str = r#"
 if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
-redis.call('HINCRBY', KEYS[1], 'spent', ARGV[1])
-return 1
+local now = tonumber(ARGV[1])
+redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', now - tonumber(ARGV[2]))
+local spent = 0
+for i = 3, #ARGV, 2 do
+  if redis.call('ZADD', KEYS[2], 'NX', now, ARGV[i]) == 1 then
+    spent = spent + tonumber(ARGV[i + 1])
+  end
+end
+if spent > 0 then redis.call('HINCRBY', KEYS[1], 'spent', spent) end
+redis.call('EXPIRE', KEYS[2], ARGV[2])
+return spent
 "#;
+
+/// How long the ledger remembers which calls it has spent: longer than any
+/// retry of a settlement (llm-svc retries every flush, i.e. within seconds).
+const SPENT_CALLS_SECS: i64 = 3600;
 
 /// KEYS: ledger. ARGV: limit. Updates the limit if the ledger exists.
 const SET_LIMIT: &str = r#"
@@ -251,22 +268,36 @@ impl Budgets {
         Err(BudgetError::LedgerVanished)
     }
 
-    /// Records usage (once per call id) and releases closed leases.
+    /// Records usage (once per call id) and releases closed leases. Events
+    /// that fail validation are set aside with their reason; the rest of the
+    /// batch is recorded, so one bad event never blocks everyone's usage.
     pub async fn settle(
         &self,
         events: &[UsageEvent],
         closed: &[(Uuid, Uuid, String)],
-    ) -> Result<(usize, usize), BudgetError> {
+    ) -> Result<Settled, BudgetError> {
+        let mut settled = Settled::default();
+        let mut valid = Vec::with_capacity(events.len());
         for event in events {
-            usage::validate(event)?;
+            match usage::validate(event) {
+                Ok(()) => valid.push(event.clone()),
+                Err(UsageError::Invalid(field, reason)) => {
+                    tracing::warn!(call = %event.call_id, tenant = %event.tenant_id, field, reason, "usage event set aside");
+                    metrics::counter!("crewmesh_usage_rejected_total", "field" => field)
+                        .increment(1);
+                    settled
+                        .rejected
+                        .push((event.call_id.clone(), format!("{field} {reason}")));
+                }
+                Err(e) => return Err(e.into()),
+            }
         }
         let now = Utc::now();
-        let mut recorded = 0;
-        let mut tenants: Vec<Uuid> = events.iter().map(|e| e.tenant_id).collect();
+        let mut tenants: Vec<Uuid> = valid.iter().map(|e| e.tenant_id).collect();
         tenants.sort();
         tenants.dedup();
         for tenant in tenants {
-            let batch: Vec<UsageEvent> = events
+            let batch: Vec<UsageEvent> = valid
                 .iter()
                 .filter(|e| e.tenant_id == tenant)
                 .cloned()
@@ -274,21 +305,31 @@ impl Budgets {
             let mut tx = begin_tenant(&self.db, tenant).await?;
             let new = usage::record(&mut tx, &batch).await?;
             tx.commit().await?;
-            recorded += new.len();
-            let mut per_agent: std::collections::HashMap<Uuid, i64> =
-                std::collections::HashMap::new();
-            for event in &new {
-                *per_agent.entry(event.agent_id).or_default() += event.cost_nanos;
+            settled.recorded += new.len();
+            // The whole batch, not only what was new: a retry after Redis
+            // failed here must still spend what was recorded the first time.
+            let mut per_agent: std::collections::BTreeMap<Uuid, Vec<&UsageEvent>> =
+                std::collections::BTreeMap::new();
+            for event in &batch {
+                per_agent.entry(event.agent_id).or_default().push(event);
             }
             let mut redis = self.redis.clone();
-            for (agent, cost) in per_agent {
-                Script::new(SPEND)
-                    .key(ledger_key(tenant, agent, now))
-                    .arg(cost)
-                    .invoke_async::<i64>(&mut redis)
-                    .await?;
+            let spend = Script::new(SPEND);
+            for (agent, calls) in per_agent {
+                let ledger = ledger_key(tenant, agent, now);
+                let mut invocation = spend.prepare_invoke();
+                invocation
+                    .key(&ledger)
+                    .key(format!("{ledger}:spent-calls"))
+                    .arg(now.timestamp())
+                    .arg(SPENT_CALLS_SECS);
+                for call in calls {
+                    invocation.arg(&call.call_id).arg(call.cost_nanos);
+                }
+                invocation.invoke_async::<i64>(&mut redis).await?;
             }
         }
+        settled.duplicates = valid.len() - settled.recorded;
         let mut redis = self.redis.clone();
         for (tenant, agent, lease_id) in closed {
             let [ledger, leases, expiry] = keys(&ledger_key(*tenant, *agent, now));
@@ -300,6 +341,16 @@ impl Budgets {
                 .invoke_async::<i64>(&mut redis)
                 .await?;
         }
-        Ok((recorded, events.len() - recorded))
+        Ok(settled)
     }
+}
+
+/// What a settlement did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Settled {
+    pub recorded: usize,
+    /// Calls recorded by an earlier delivery of the same batch.
+    pub duplicates: usize,
+    /// Calls set aside, with why.
+    pub rejected: Vec<(String, String)>,
 }

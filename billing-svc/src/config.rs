@@ -15,6 +15,11 @@ pub struct BillingConfig {
     pub consumer_name: String,
     /// None without `STRIPE_SECRET_KEY`: checkout and portal then say Stripe is not configured.
     pub stripe: Option<crate::stripe_api::StripeApi>,
+    /// `CREWMESH_EGRESS_ALLOW`: internal addresses a key's base URL may name.
+    pub egress: mesh_kit::egress::EgressPolicy,
+    /// `CREWMESH_STRIPE_PRICES`, read price → plan: what a subscription is
+    /// billed for decides its plan and quota.
+    pub plan_prices: crate::subscriptions::PlanPrices,
 }
 
 impl BillingConfig {
@@ -26,6 +31,10 @@ impl BillingConfig {
             events_stream: crate::events::DEFAULT_STREAM.to_owned(),
             consumer_name: consumer_name(),
             stripe: crate::stripe_api::StripeApi::from_env()?,
+            egress: mesh_kit::egress::EgressPolicy::from_env()?,
+            plan_prices: crate::subscriptions::PlanPrices::new(&crate::stripe_api::parse_prices(
+                &mesh_kit::config::var("CREWMESH_STRIPE_PRICES").unwrap_or_default(),
+            )),
         })
     }
 }

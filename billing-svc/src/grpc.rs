@@ -15,8 +15,9 @@ use crewmesh_proto::billing::v1::{
     HandleStripeEventRequest, HandleStripeEventResponse, LeaseBudgetRequest, LeaseBudgetResponse,
     ListConversationCostsRequest, ListConversationCostsResponse, ListLlmKeysRequest,
     ListLlmKeysResponse, LlmKey as ProtoLlmKey, RegisterTenantRequest, RegisterTenantResponse,
-    SetAgentBudgetRequest, SetAgentBudgetResponse, SettleUsageRequest, SettleUsageResponse,
-    Subscription, UsagePoint, billing_internal_service_server::BillingInternalService,
+    RejectedUsage, SetAgentBudgetRequest, SetAgentBudgetResponse, SettleUsageRequest,
+    SettleUsageResponse, Subscription, UsagePoint,
+    billing_internal_service_server::BillingInternalService,
     billing_service_server::BillingService,
 };
 use keyring::Keyring;
@@ -43,6 +44,10 @@ pub struct BillingApi {
     pub budgets: Budgets,
     pub keyring: Arc<Keyring>,
     pub stripe: Option<StripeApi>,
+    /// Where a tenant's base URL may point (`CREWMESH_EGRESS_ALLOW`).
+    pub egress: mesh_kit::egress::EgressPolicy,
+    /// Which plan each Stripe price is.
+    pub plan_prices: subscriptions::PlanPrices,
 }
 
 impl BillingApi {
@@ -246,6 +251,7 @@ impl BillingService for BillingApi {
         let key = llm_keys::create(
             &self.db,
             &self.keyring,
+            &self.egress,
             tenant,
             &req.provider,
             &req.api_key,
@@ -314,31 +320,57 @@ impl BillingInternalService for BillingApi {
     ) -> Result<Response<SettleUsageResponse>, Status> {
         caller(&request)?.require_service(&[ServiceId::Llm])?;
         let req = request.into_inner();
+        // An event that cannot even be read is set aside like an invalid
+        // one: the rest of the batch must still be recorded.
         let mut events = Vec::with_capacity(req.events.len());
+        let mut unreadable = Vec::new();
         for e in req.events {
-            events.push(UsageEvent {
-                call_id: e.call_id,
-                tenant_id: parse_id("tenant_id", &e.tenant_id)?,
-                agent_id: parse_id("agent_id", &e.agent_id)?,
-                conversation_id: parse_opt_id("conversation_id", &e.conversation_id)?,
-                model: e.model,
-                prompt_tokens: e.prompt_tokens,
-                completion_tokens: e.completion_tokens,
-                cost_nanos: amount("cost_usd", &e.cost_usd)?,
-            });
+            let parsed = (|| {
+                Ok::<_, Status>(UsageEvent {
+                    tenant_id: parse_id("tenant_id", &e.tenant_id)?,
+                    agent_id: parse_id("agent_id", &e.agent_id)?,
+                    conversation_id: parse_opt_id("conversation_id", &e.conversation_id)?,
+                    cost_nanos: amount("cost_usd", &e.cost_usd)?,
+                    call_id: e.call_id.clone(),
+                    model: e.model.clone(),
+                    prompt_tokens: e.prompt_tokens,
+                    completion_tokens: e.completion_tokens,
+                })
+            })();
+            match parsed {
+                Ok(event) => events.push(event),
+                Err(status) => {
+                    tracing::warn!(call = %e.call_id, reason = status.message(), "usage event set aside");
+                    unreadable.push(RejectedUsage {
+                        call_id: e.call_id,
+                        reason: status.message().to_owned(),
+                    });
+                }
+            }
         }
         let mut closed = Vec::with_capacity(req.closed_leases.len());
         for c in req.closed_leases {
-            closed.push((
-                parse_id("tenant_id", &c.tenant_id)?,
-                parse_id("agent_id", &c.agent_id)?,
-                c.lease_id,
-            ));
+            match (
+                parse_id("tenant_id", &c.tenant_id),
+                parse_id("agent_id", &c.agent_id),
+            ) {
+                (Ok(tenant), Ok(agent)) => closed.push((tenant, agent, c.lease_id)),
+                // Unreadable: it lapses on its own after the lease time.
+                _ => tracing::warn!(lease = %c.lease_id, "closed lease with malformed ids ignored"),
+            }
         }
-        let (recorded, duplicates) = self.budgets.settle(&events, &closed).await?;
+        let settled = self.budgets.settle(&events, &closed).await?;
+        let mut rejected = unreadable;
+        rejected.extend(
+            settled
+                .rejected
+                .into_iter()
+                .map(|(call_id, reason)| RejectedUsage { call_id, reason }),
+        );
         Ok(Response::new(SettleUsageResponse {
-            recorded: i32::try_from(recorded).unwrap_or(i32::MAX),
-            duplicates: i32::try_from(duplicates).unwrap_or(i32::MAX),
+            recorded: i32::try_from(settled.recorded).unwrap_or(i32::MAX),
+            duplicates: i32::try_from(settled.duplicates).unwrap_or(i32::MAX),
+            rejected,
         }))
     }
 
@@ -377,8 +409,12 @@ impl BillingInternalService for BillingApi {
     ) -> Result<Response<HandleStripeEventResponse>, Status> {
         // The gateway verified the signature on the raw body; only it may hand events over.
         caller(&request)?.require_service(&[ServiceId::Gateway])?;
-        let outcome =
-            subscriptions::handle_stripe_event(&self.db, &request.get_ref().payload).await?;
+        let outcome = subscriptions::handle_stripe_event(
+            &self.db,
+            &self.plan_prices,
+            &request.get_ref().payload,
+        )
+        .await?;
         Ok(Response::new(HandleStripeEventResponse {
             duplicate: outcome == Outcome::Duplicate,
         }))

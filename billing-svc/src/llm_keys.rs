@@ -6,6 +6,7 @@ use keyring::Keyring;
 use mesh_kit::{
     ErrorCode,
     db::{begin_platform, begin_tenant, violated_constraint},
+    egress::{EgressError, EgressPolicy},
     error::invalid_field,
 };
 use sqlx::PgPool;
@@ -48,6 +49,10 @@ pub enum LlmKeyError {
     InvalidApiKey,
     #[error("base_url must be an http(s) URL")]
     InvalidBaseUrl,
+    /// The key's provider will be called at this address on the tenant's
+    /// behalf: an internal one would let a tenant reach our network.
+    #[error("base_url {0}")]
+    ForbiddenBaseUrl(mesh_kit::egress::EgressError),
     #[error("this tenant already has a key for {0}; delete it first")]
     Duplicate(String),
     #[error("LLM key not found")]
@@ -67,7 +72,9 @@ impl From<LlmKeyError> for Status {
         match err {
             LlmKeyError::InvalidProvider => invalid_field("provider", err.to_string()),
             LlmKeyError::InvalidApiKey => invalid_field("api_key", err.to_string()),
-            LlmKeyError::InvalidBaseUrl => invalid_field("base_url", err.to_string()),
+            LlmKeyError::InvalidBaseUrl | LlmKeyError::ForbiddenBaseUrl(_) => {
+                invalid_field("base_url", err.to_string())
+            }
             LlmKeyError::Duplicate(_) => ErrorCode::Conflict.status(err.to_string()),
             LlmKeyError::NotFound | LlmKeyError::NoKeyForProvider(_) => {
                 ErrorCode::NotFound.status(err.to_string())
@@ -81,7 +88,12 @@ impl From<LlmKeyError> for Status {
     }
 }
 
-fn validate(provider: &str, api_key: &str, base_url: Option<&str>) -> Result<(), LlmKeyError> {
+fn validate(
+    provider: &str,
+    api_key: &str,
+    base_url: Option<&str>,
+    egress: &EgressPolicy,
+) -> Result<(), LlmKeyError> {
     let p = provider.as_bytes();
     let provider_ok = (2..=32).contains(&p.len())
         && p[0].is_ascii_lowercase()
@@ -101,6 +113,14 @@ fn validate(provider: &str, api_key: &str, base_url: Option<&str>) -> Result<(),
         if rest.is_empty() || url.len() > 2048 || url.chars().any(char::is_whitespace) {
             return Err(LlmKeyError::InvalidBaseUrl);
         }
+        // Obviously internal addresses are refused at the door; llm-svc
+        // checks every connection again (a name may resolve elsewhere later).
+        egress.check_url(url, true).map_err(|e| match e {
+            EgressError::NotHttp => LlmKeyError::InvalidBaseUrl,
+            EgressError::Userinfo | EgressError::Forbidden | EgressError::InternalName => {
+                LlmKeyError::ForbiddenBaseUrl(e)
+            }
+        })?;
     }
     Ok(())
 }
@@ -110,12 +130,13 @@ const COLUMNS: &str = "id, tenant_id, provider, key_hint, base_url, created_at";
 pub async fn create(
     db: &PgPool,
     keyring: &Keyring,
+    egress: &EgressPolicy,
     tenant: Uuid,
     provider: &str,
     api_key: &str,
     base_url: Option<&str>,
 ) -> Result<LlmKey, LlmKeyError> {
-    validate(provider, api_key, base_url)?;
+    validate(provider, api_key, base_url, egress)?;
     let ciphertext = keyring
         .encrypt(api_key.trim().as_bytes())
         .map_err(|_| LlmKeyError::Encryption)?;
@@ -207,19 +228,57 @@ mod tests {
 
     #[test]
     fn validation() {
-        assert!(validate("openai", "sk-x", None).is_ok());
-        assert!(validate("openai", "sk-x", Some("http://localhost:11434/v1")).is_ok());
+        let deny = EgressPolicy::deny_all();
+        assert!(validate("openai", "sk-x", None, &deny).is_ok());
+        assert!(validate("openai", "sk-x", Some("https://api.example.com/v1"), &deny).is_ok());
         assert!(matches!(
-            validate("OpenAI", "k", None),
+            validate("OpenAI", "k", None, &deny),
             Err(LlmKeyError::InvalidProvider)
         ));
         assert!(matches!(
-            validate("openai", "  ", None),
+            validate("openai", "  ", None, &deny),
             Err(LlmKeyError::InvalidApiKey)
         ));
         assert!(matches!(
-            validate("openai", "k", Some("ftp://x")),
+            validate("openai", "k", Some("ftp://x"), &deny),
             Err(LlmKeyError::InvalidBaseUrl)
         ));
+    }
+
+    #[test]
+    fn internal_base_urls_are_refused_at_the_door_unless_allowed() {
+        let deny = EgressPolicy::deny_all();
+        for url in [
+            "http://127.0.0.1:50051/",
+            "http://127.1:6379/",
+            "http://2130706433/",
+            "http://[::1]/v1",
+            "http://169.254.169.254/latest",
+            "http://localhost:11434/v1",
+            "http://redis:6379/",
+            "http://billing-svc.crewmesh.svc.cluster.local:50054/",
+            "https://user:pass@api.example.com/v1",
+        ] {
+            let refused = validate("ollama", "k", Some(url), &deny).unwrap_err();
+            assert!(matches!(refused, LlmKeyError::ForbiddenBaseUrl(_)), "{url}");
+            let status = Status::from(refused);
+            assert_eq!(
+                mesh_kit::error::violated_field(&status).as_deref(),
+                Some("base_url"),
+                "{url}"
+            );
+        }
+        let allowed = EgressPolicy::parse("ollama.internal:11434,10.0.0.0/8")
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert!(
+            validate(
+                "ollama",
+                "k",
+                Some("http://ollama.internal:11434/v1"),
+                &allowed
+            )
+            .is_ok()
+        );
+        assert!(validate("vllm", "k", Some("http://10.2.3.4:8000/v1"), &allowed).is_ok());
     }
 }

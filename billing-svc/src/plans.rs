@@ -1,5 +1,6 @@
-//! Plans and what they allow. Stripe subscriptions carry the plan name in
-//! their metadata (set when Crewmesh creates the checkout session).
+//! Plans and what they allow. A Stripe subscription's plan is the one whose
+//! price it is billed for (`CREWMESH_STRIPE_PRICES`); checkout metadata
+//! names the plan too, but only to tell a person reading Stripe.
 
 use std::time::Duration;
 

@@ -63,6 +63,8 @@ pub async fn serve_with(
         db: resources.db.clone(),
         keyring: config.keyring.clone(),
         stripe: config.stripe.clone(),
+        egress: config.egress.clone(),
+        plan_prices: config.plan_prices.clone(),
     };
     let service = GrpcService::new(FILE_DESCRIPTOR_SET)
         .with(BillingServiceServer::new(api.clone()))

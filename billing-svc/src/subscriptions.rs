@@ -161,7 +161,11 @@ fn str_field<'a>(object: &'a Value, field: &str) -> Option<&'a str> {
 }
 
 /// Stores and applies one verified Stripe event.
-pub async fn handle_stripe_event(db: &PgPool, raw: &[u8]) -> Result<Outcome, BillingError> {
+pub async fn handle_stripe_event(
+    db: &PgPool,
+    prices: &PlanPrices,
+    raw: &[u8],
+) -> Result<Outcome, BillingError> {
     let payload: Value = serde_json::from_slice(raw).map_err(|_| BillingError::MalformedEvent)?;
     let event = parse(&payload).ok_or(BillingError::MalformedEvent)?;
     let mut tx = begin_platform(db).await?;
@@ -179,7 +183,7 @@ pub async fn handle_stripe_event(db: &PgPool, raw: &[u8]) -> Result<Outcome, Bil
     if stored == 0 {
         return Ok(Outcome::Duplicate);
     }
-    let outcome = apply(&mut tx, &event).await?;
+    let outcome = apply(&mut tx, prices, &event).await?;
     tx.commit().await?;
     tracing::info!(
         event = event.id,
@@ -211,7 +215,44 @@ async fn tenant_of(conn: &mut PgConnection, object: &Value) -> Result<Option<Uui
     }
 }
 
-async fn apply(conn: &mut PgConnection, event: &Event<'_>) -> Result<Outcome, sqlx::Error> {
+/// The price of a subscription's first item (`items.data[0].price.id`).
+fn subscribed_price(subscription: &Value) -> Option<&str> {
+    subscription
+        .get("items")?
+        .get("data")?
+        .get(0)?
+        .get("price")?
+        .get("id")?
+        .as_str()
+}
+
+/// Which plan each Stripe price is (`CREWMESH_STRIPE_PRICES`, read the other way).
+#[derive(Debug, Clone, Default)]
+pub struct PlanPrices {
+    by_price: std::collections::HashMap<String, plans::Plan>,
+}
+
+impl PlanPrices {
+    /// From `plan → price` pairs; names that are no paid plan are ignored.
+    pub fn new(prices: &std::collections::HashMap<String, String>) -> PlanPrices {
+        PlanPrices {
+            by_price: prices
+                .iter()
+                .filter_map(|(plan, price)| Some((price.clone(), plans::paid(plan)?)))
+                .collect(),
+        }
+    }
+
+    pub fn plan_of(&self, price: &str) -> Option<plans::Plan> {
+        self.by_price.get(price).copied()
+    }
+}
+
+async fn apply(
+    conn: &mut PgConnection,
+    prices: &PlanPrices,
+    event: &Event<'_>,
+) -> Result<Outcome, sqlx::Error> {
     let object = event.object;
     let Some(tenant) = tenant_of(conn, object).await? else {
         tracing::warn!(
@@ -244,10 +285,16 @@ async fn apply(conn: &mut PgConnection, event: &Event<'_>) -> Result<Outcome, sq
             } else {
                 str_field(object, "status").unwrap_or("incomplete")
             };
-            let plan = object
-                .get("metadata")
-                .and_then(|m| str_field(m, "plan"))
-                .and_then(plans::paid);
+            // What the subscription is billed for decides the plan, not
+            // metadata: a plan changed in the billing portal changes the
+            // price and leaves the checkout's metadata as it was.
+            let plan = subscribed_price(object).and_then(|price| {
+                let plan = prices.plan_of(price);
+                if plan.is_none() {
+                    tracing::warn!(event = event.id, price, "subscription to a price no plan names; plan unchanged (see CREWMESH_STRIPE_PRICES)");
+                }
+                plan
+            });
             sqlx::query(
                 "UPDATE tenant_billing SET
                     subscription_status = $2,

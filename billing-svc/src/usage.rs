@@ -64,6 +64,13 @@ impl From<UsageError> for Status {
     }
 }
 
+/// More tokens than any one call can use (llm-svc clamps providers' counts
+/// to 100 M per side): a number past it is broken, not big.
+pub const MAX_TOKENS: i64 = 100_000_000;
+/// $100,000 for one call: past it a cost is broken, and sums of such numbers
+/// could overflow.
+pub const MAX_COST_NANOS: i64 = 100_000 * 1_000_000_000;
+
 pub fn validate(event: &UsageEvent) -> Result<(), UsageError> {
     if event.call_id.is_empty() || event.call_id.len() > 200 {
         return Err(UsageError::Invalid("call_id", "must be 1–200 characters"));
@@ -71,11 +78,17 @@ pub fn validate(event: &UsageEvent) -> Result<(), UsageError> {
     if event.model.is_empty() || event.model.len() > 200 {
         return Err(UsageError::Invalid("model", "must be 1–200 characters"));
     }
-    if event.prompt_tokens < 0 || event.completion_tokens < 0 || event.cost_nanos < 0 {
-        return Err(UsageError::Invalid(
-            "cost_usd",
-            "tokens and cost must not be negative",
-        ));
+    if event.prompt_tokens < 0 || event.completion_tokens < 0 {
+        return Err(UsageError::Invalid("tokens", "must not be negative"));
+    }
+    if event.prompt_tokens > MAX_TOKENS || event.completion_tokens > MAX_TOKENS {
+        return Err(UsageError::Invalid("tokens", "are beyond any one call's"));
+    }
+    if event.cost_nanos < 0 {
+        return Err(UsageError::Invalid("cost_usd", "must not be negative"));
+    }
+    if event.cost_nanos > MAX_COST_NANOS {
+        return Err(UsageError::Invalid("cost_usd", "is beyond any one call's"));
     }
     Ok(())
 }

@@ -26,9 +26,17 @@ async fn a_database_dump_contains_no_plaintext_key() {
     let (db, url) = pool().await;
     let ring = Keyring::parse(&Key::generate().unwrap()).unwrap();
     let plaintext = format!("sk-live-{}", Uuid::new_v4().simple());
-    llm_keys::create(&db, &ring, Uuid::now_v7(), "openai", &plaintext, None)
-        .await
-        .unwrap();
+    llm_keys::create(
+        &db,
+        &ring,
+        &mesh_kit::egress::EgressPolicy::deny_all(),
+        Uuid::now_v7(),
+        "openai",
+        &plaintext,
+        None,
+    )
+    .await
+    .unwrap();
 
     let dump = std::process::Command::new("pg_dump")
         .arg("--data-only")
@@ -57,9 +65,17 @@ async fn rotation_reencrypts_in_batches_resumably_under_the_newest_key() {
     let mut tenants = Vec::new();
     for i in 0..7 {
         let tenant = Uuid::now_v7();
-        llm_keys::create(&db, &before, tenant, "openai", &format!("sk-{i}"), None)
-            .await
-            .unwrap();
+        llm_keys::create(
+            &db,
+            &before,
+            &mesh_kit::egress::EgressPolicy::deny_all(),
+            tenant,
+            "openai",
+            &format!("sk-{i}"),
+            None,
+        )
+        .await
+        .unwrap();
         tenants.push(tenant);
     }
 
@@ -97,12 +113,28 @@ async fn llm_keys_are_isolated_per_tenant_by_rls() {
     let (db, _) = pool().await;
     let ring = Keyring::parse(&Key::generate().unwrap()).unwrap();
     let (a, b) = (Uuid::now_v7(), Uuid::now_v7());
-    let key_a = llm_keys::create(&db, &ring, a, "openai", "sk-a", None)
-        .await
-        .unwrap();
-    llm_keys::create(&db, &ring, b, "openai", "sk-b", None)
-        .await
-        .unwrap();
+    let key_a = llm_keys::create(
+        &db,
+        &ring,
+        &mesh_kit::egress::EgressPolicy::deny_all(),
+        a,
+        "openai",
+        "sk-a",
+        None,
+    )
+    .await
+    .unwrap();
+    llm_keys::create(
+        &db,
+        &ring,
+        &mesh_kit::egress::EgressPolicy::deny_all(),
+        b,
+        "openai",
+        "sk-b",
+        None,
+    )
+    .await
+    .unwrap();
     let listed = llm_keys::list(&db, a).await.unwrap();
     assert_eq!(listed, std::slice::from_ref(&key_a));
     // B cannot delete A's key: NotFound, and it is still there.

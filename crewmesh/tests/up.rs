@@ -127,9 +127,17 @@ async fn rotate_keys_reencrypts_every_secret_and_reports_progress() {
     let (old, new) = (Key::generate().unwrap(), Key::generate().unwrap());
     let before = Keyring::parse(&old).unwrap();
     let tenant = uuid::Uuid::now_v7();
-    billing_svc::llm_keys::create(&db, &before, tenant, "openai", "sk-rotate-me", None)
-        .await
-        .unwrap();
+    billing_svc::llm_keys::create(
+        &db,
+        &before,
+        &mesh_kit::egress::EgressPolicy::deny_all(),
+        tenant,
+        "openai",
+        "sk-rotate-me",
+        None,
+    )
+    .await
+    .unwrap();
     let agent_config = testkit::service_config(ServiceId::Agent, &database).unwrap();
     let agent_db = connect(&agent_config, &agent_svc::startup::STORAGE)
         .await
@@ -202,4 +210,26 @@ async fn rotate_keys_reencrypts_every_secret_and_reports_progress() {
     .unwrap()
     .unwrap();
     assert_eq!(resolved.token.expose_secret(), "EAAG-rotate-me-too");
+}
+
+#[test]
+fn without_crewmesh_env_it_is_production_and_refuses_to_start_without_real_keys() {
+    // A deployment that forgets CREWMESH_ENV must not run on keys anyone can
+    // derive: it stops at once and names what is missing.
+    let output = Command::new(env!("CARGO_BIN_EXE_crewmesh"))
+        .arg("up")
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .env("DATABASE_URL", "postgres://postgres@127.0.0.1:5432/none")
+        .env("REDIS_URL", testkit::redis_url())
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("CREWMESH_TOKEN_SIGNING_KEY")
+            || stderr.contains("CREWMESH_ENCRYPTION_KEYS"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("CREWMESH_ENV=development"), "{stderr}");
 }

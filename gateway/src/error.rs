@@ -2,14 +2,24 @@
 //!
 //! Every error body is `{code, message, request_id}` (plus `field` when a
 //! validation error names one), with the stable codes of `ErrorCode`.
+//!
+//! A 429 or 503 carries `Retry-After` when its cause knows when to retry: the
+//! edge's own rate limit, or a service that attached a standard
+//! `google.rpc.RetryInfo` detail to its status (identity-svc does when
+//! password hashing is at capacity and when a login is throttled). Other
+//! statuses never produce the header: a service that is merely down does not
+//! know when it will be back.
+
+use std::time::Duration;
 
 use axum::{
     Json,
-    http::{HeaderMap, StatusCode},
+    http::{HeaderMap, HeaderValue, StatusCode, header::RETRY_AFTER},
     response::{IntoResponse, Response},
 };
 use mesh_kit::{ErrorCode, error::violated_field};
 use serde::Serialize;
+use tonic_types::StatusExt as _;
 use utoipa::ToSchema;
 
 pub const REQUEST_ID_HEADER: &str = "x-request-id";
@@ -35,6 +45,8 @@ pub struct ApiError {
     message: String,
     field: Option<String>,
     request_id: String,
+    /// Sent as `Retry-After` (whole seconds, at least 1).
+    retry_after: Option<Duration>,
 }
 
 impl ApiError {
@@ -44,6 +56,7 @@ impl ApiError {
             message: message.into(),
             field: None,
             request_id: request_id.to_owned(),
+            retry_after: None,
         }
     }
 
@@ -51,13 +64,36 @@ impl ApiError {
     /// the service's logs, not in the response.
     pub fn from_status(status: &tonic::Status, request_id: &str) -> ApiError {
         let code = ErrorCode::of_status(status);
+        let retry_after = match code {
+            ErrorCode::ResourceExhausted | ErrorCode::Unavailable => status
+                .get_details_retry_info()
+                .and_then(|info| info.retry_delay),
+            ErrorCode::InvalidArgument
+            | ErrorCode::Unauthenticated
+            | ErrorCode::PermissionDenied
+            | ErrorCode::NotFound
+            | ErrorCode::Conflict
+            | ErrorCode::FailedPrecondition
+            | ErrorCode::DeadlineExceeded
+            | ErrorCode::Internal => None,
+        };
         let message = match code {
             ErrorCode::Internal => "internal error; quote the request id when reporting it".into(),
+            // A service that says when to retry refused on purpose (it is at
+            // capacity) and wrote its message for the caller.
+            ErrorCode::Unavailable if retry_after.is_some() => status.message().to_owned(),
             ErrorCode::Unavailable => {
                 tracing::warn!(grpc = %status, "upstream unavailable");
                 "a service is unavailable; retry shortly".into()
             }
-            _ => status.message().to_owned(),
+            ErrorCode::InvalidArgument
+            | ErrorCode::Unauthenticated
+            | ErrorCode::PermissionDenied
+            | ErrorCode::NotFound
+            | ErrorCode::Conflict
+            | ErrorCode::FailedPrecondition
+            | ErrorCode::ResourceExhausted
+            | ErrorCode::DeadlineExceeded => status.message().to_owned(),
         };
         if code == ErrorCode::Internal {
             tracing::error!(grpc = %status, request_id, "upstream internal error");
@@ -67,7 +103,14 @@ impl ApiError {
             message,
             field: violated_field(status),
             request_id: request_id.to_owned(),
+            retry_after,
         }
+    }
+
+    /// Tells the client when to retry (`Retry-After`).
+    pub fn with_retry_after(mut self, after: Duration) -> ApiError {
+        self.retry_after = Some(after);
+        self
     }
 
     /// Names the offending input field.
@@ -115,7 +158,15 @@ impl IntoResponse for ApiError {
             request_id: self.request_id,
             field: self.field,
         };
-        (status, Json(body)).into_response()
+        let mut response = (status, Json(body)).into_response();
+        if let Some(after) = self.retry_after {
+            // Whole seconds, rounded up: retrying early would be refused again.
+            let secs = after.as_secs() + u64::from(after.subsec_nanos() > 0);
+            response
+                .headers_mut()
+                .insert(RETRY_AFTER, HeaderValue::from(secs.max(1)));
+        }
+        response
     }
 }
 
@@ -159,5 +210,50 @@ mod tests {
             hidden.into_response().status(),
             StatusCode::INTERNAL_SERVER_ERROR
         );
+    }
+
+    fn with_retry_info(code: ErrorCode, after: Duration) -> tonic::Status {
+        let mut status = tonic::Status::with_error_details(
+            code.grpc_code(),
+            "busy",
+            tonic_types::ErrorDetails::with_retry_info(Some(after)),
+        );
+        status.metadata_mut().insert(
+            mesh_kit::error::CODE_METADATA_KEY,
+            code.as_str().parse().unwrap(),
+        );
+        status
+    }
+
+    #[test]
+    fn retry_info_becomes_retry_after_on_429_and_503_only() {
+        let busy = ApiError::from_status(
+            &with_retry_info(ErrorCode::Unavailable, Duration::from_millis(1500)),
+            "r1",
+        )
+        .into_response();
+        assert_eq!(busy.status(), StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(busy.headers()[RETRY_AFTER], "2");
+
+        let throttled = ApiError::from_status(
+            &with_retry_info(ErrorCode::ResourceExhausted, Duration::from_secs(40)),
+            "r2",
+        )
+        .into_response();
+        assert_eq!(throttled.status(), StatusCode::TOO_MANY_REQUESTS);
+        assert_eq!(throttled.headers()[RETRY_AFTER], "40");
+
+        // A refusal of another kind never says when to retry.
+        let conflict = ApiError::from_status(
+            &with_retry_info(ErrorCode::Conflict, Duration::from_secs(5)),
+            "r3",
+        )
+        .into_response();
+        assert!(conflict.headers().get(RETRY_AFTER).is_none());
+        // Nor does a service that is simply down.
+        let down = ApiError::from_status(&tonic::Status::unavailable("connect refused"), "r4")
+            .into_response();
+        assert_eq!(down.status(), StatusCode::SERVICE_UNAVAILABLE);
+        assert!(down.headers().get(RETRY_AFTER).is_none());
     }
 }

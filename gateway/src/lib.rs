@@ -10,6 +10,7 @@ pub mod extract;
 pub mod inbound;
 pub mod metrics;
 pub mod openapi;
+pub mod ratelimit;
 pub mod routes;
 pub mod startup;
 pub mod webhooks;

@@ -85,6 +85,8 @@ pub struct Config {
     /// `CREWMESH_TRUST_FORWARDED_FOR`: take the client address from the last
     /// `X-Forwarded-For` hop (set it only behind a proxy that writes that header).
     pub trust_forwarded_for: bool,
+    /// `CREWMESH_AUTH_RATE_PER_MINUTE`: the per-address limit on the public auth routes.
+    pub auth_rate: crate::ratelimit::AuthRateConfig,
     /// `STRIPE_WEBHOOK_SECRET` (`whsec_…`); without it the Stripe webhook answers 503.
     pub stripe_webhook_secret: Option<SecretString>,
     /// `SLACK_SIGNING_SECRET`; without it the Slack Events endpoint answers 503.
@@ -118,6 +120,7 @@ impl Config {
                 "CREWMESH_TRUST_FORWARDED_FOR",
                 false,
             )?,
+            auth_rate: crate::ratelimit::AuthRateConfig::from_env()?,
             stripe_webhook_secret: mesh_kit::config::secret_var("STRIPE_WEBHOOK_SECRET"),
             slack_signing_secret: mesh_kit::config::secret_var("SLACK_SIGNING_SECRET"),
             whatsapp_app_secret: mesh_kit::config::secret_var("WHATSAPP_APP_SECRET"),
@@ -157,6 +160,8 @@ pub struct AppState {
     pub inbound: InboundQueue,
     pub api_keys: ApiKeyExchange,
     pub trust_forwarded_for: bool,
+    /// The per-address limit on the public auth routes.
+    pub auth_rate: crate::ratelimit::AuthRateLimit,
     /// Every service the edge depends on, for readiness.
     pub upstreams: Vec<(&'static str, Channel)>,
 }
@@ -180,6 +185,10 @@ impl AppState {
             verifier: config.service.keyring.verifier.clone(),
             api_keys: ApiKeyExchange::new(identity.clone(), config.service.keyring.signer.clone()),
             trust_forwarded_for: config.trust_forwarded_for,
+            auth_rate: crate::ratelimit::AuthRateLimit::new(
+                redis.clone(),
+                config.auth_rate.clone(),
+            ),
             identity: IdentityServiceClient::new(identity),
             billing: BillingServiceClient::new(billing.clone()),
             agents: AgentServiceClient::new(agent.clone()),

@@ -14,12 +14,17 @@ pub struct BootstrapAdmin {
     pub password: SecretString,
 }
 
+/// Failed-login limits (see `throttle`). There is deliberately no limit per
+/// address alone: behind an ingress or a NAT, one address is many people.
 #[derive(Debug, Clone)]
 pub struct LoginLimits {
-    /// Failed logins allowed per account within `window`.
+    /// Failed logins allowed per account within `window`, from all addresses
+    /// together: what stops guessing one account from many addresses.
     pub per_account: u32,
-    /// Failed logins allowed per client address within `window`.
-    pub per_address: u32,
+    /// Failed logins allowed per (account, client address) within `window`:
+    /// one address guessing at one account stops well before the account's
+    /// limit locks its owner out.
+    pub per_account_address: u32,
     pub window: Duration,
     /// Prefix of the Redis keys, so deployments (or tests) sharing a Redis
     /// keep separate counters.
@@ -36,6 +41,9 @@ pub struct IdentityConfig {
     pub invite_ttl: Duration,
     pub api_key_token_ttl: Duration,
     pub login_limits: LoginLimits,
+    /// `CREWMESH_PASSWORD_HASH_CONCURRENCY`: Argon2 runs at once (19 MiB
+    /// each); more are refused with 503 + `Retry-After`, not queued.
+    pub password_hash_concurrency: usize,
     /// Redis Stream the outbox relay publishes to.
     pub events_stream: String,
 }
@@ -51,11 +59,12 @@ impl IdentityConfig {
             invite_ttl: Duration::from_secs(7 * 24 * 3600),
             api_key_token_ttl: Duration::from_secs(5 * 60),
             login_limits: LoginLimits {
-                per_account: 5,
-                per_address: 20,
+                per_account: 20,
+                per_account_address: 5,
                 window: Duration::from_secs(15 * 60),
                 namespace: "identity".to_owned(),
             },
+            password_hash_concurrency: crate::passwords::DEFAULT_CONCURRENCY,
             events_stream: crate::outbox::DEFAULT_STREAM.to_owned(),
         }
     }
@@ -76,6 +85,15 @@ impl IdentityConfig {
             "CREWMESH_INVITE_TTL_SECS",
             config.invite_ttl.as_secs(),
         )?);
+        config.password_hash_concurrency = parsed_or(
+            "CREWMESH_PASSWORD_HASH_CONCURRENCY",
+            config.password_hash_concurrency,
+        )?;
+        if config.password_hash_concurrency == 0 {
+            anyhow::bail!(
+                "CREWMESH_PASSWORD_HASH_CONCURRENCY must be at least 1 (each hash needs 19 MiB)"
+            );
+        }
         Ok(config)
     }
 }

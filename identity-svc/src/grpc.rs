@@ -18,7 +18,10 @@ use crewmesh_proto::identity::v1::{
 };
 use mesh_kit::wire::{from_timestamp, parse_id, parse_opt_id, timestamp};
 use mesh_kit::{
-    Caller, Role, ServiceId, auth::UserCaller, config::Environment, error::invalid_field,
+    Caller, ErrorCode, Role, ServiceId,
+    auth::{TokenVerifier, UserCaller, bearer},
+    config::Environment,
+    error::invalid_field,
     server::caller,
 };
 use secrecy::SecretString;
@@ -30,9 +33,10 @@ use crate::{
     api_keys::{self, ApiKey},
     audit::{self, Actor, AuditEvent},
     invites::{self, Invite},
+    passwords::Hasher,
     sessions::{self, Issuer, Tokens},
     tenants::{self, Tenant, Visibility},
-    throttle::LoginThrottle,
+    throttle::{LoginThrottle, client_bucket},
     users::{self, User},
 };
 
@@ -50,7 +54,10 @@ const DEFAULT_PAGE_SIZE: i64 = 50;
 pub struct IdentityApi {
     pub db: PgPool,
     pub throttle: LoginThrottle,
+    pub hasher: Hasher,
     pub issuer: Issuer,
+    /// Checks the optional token of the public Login RPC (see [`IdentityApi::login_client`]).
+    pub verifier: TokenVerifier,
     pub environment: Environment,
     pub invite_ttl: Duration,
 }
@@ -164,6 +171,56 @@ fn login_response(tokens: Tokens) -> LoginResponse {
     }
 }
 
+/// Refuses to mint credentials under impersonation. An API key or an invite
+/// outlives the 15-minute impersonation token that made it, and would go on
+/// acting for the tenant after the impersonation ended, with no impersonator
+/// on the credential itself.
+fn not_impersonating(user: &UserCaller, what: &str) -> Result<(), Status> {
+    match user.impersonator {
+        None => Ok(()),
+        Some(_) => Err(ErrorCode::PermissionDenied.status(format!(
+            "{what} cannot be issued while impersonating: it would outlive the impersonation; \
+             ask one of the tenant's admins to do it"
+        ))),
+    }
+}
+
+impl IdentityApi {
+    /// The client a login is throttled under ([`client_bucket`]).
+    ///
+    /// Only the gateway speaks for the end user's address: it calls Login
+    /// with its own service token and the address it computed (honouring
+    /// `CREWMESH_TRUST_FORWARDED_FOR`). Any other caller — anonymous, a user,
+    /// another service — is counted under the peer address of its own
+    /// connection, whatever `client_addr` says, so it cannot pick addresses to
+    /// dodge the per-(account, address) limit. Login is public, so the auth
+    /// layer lets it through without looking at a token: it is checked here,
+    /// and one that does not verify is refused rather than ignored.
+    fn login_client(&self, request: &Request<LoginRequest>) -> Result<String, Status> {
+        let caller = match request.metadata().get("authorization") {
+            None => None,
+            Some(value) => {
+                let token = value.to_str().ok().and_then(bearer).ok_or_else(|| {
+                    ErrorCode::Unauthenticated.status("authorization is not a bearer token")
+                })?;
+                let caller = self
+                    .verifier
+                    .verify(token)
+                    .map_err(|e| ErrorCode::Unauthenticated.status(e.to_string()))?;
+                Some(caller)
+            }
+        };
+        let forwarded = match caller {
+            Some(Caller::Service(ServiceId::Gateway)) => {
+                request.get_ref().client_addr.trim().parse().ok()
+            }
+            Some(Caller::Service(_) | Caller::User(_)) | None => None,
+        };
+        let peer = request.remote_addr().map(|addr| addr.ip());
+        Ok(client_bucket(forwarded.or(peer)))
+    }
+}
+
 /// The tenant an admin acts on, from an optional `tenant_id` field.
 fn admin_tenant(user: &UserCaller, tenant_id: &str) -> Result<Uuid, Status> {
     user.tenant_scope(parse_opt_id("tenant_id", tenant_id)?)
@@ -241,14 +298,16 @@ impl IdentityService for IdentityApi {
         &self,
         request: Request<LoginRequest>,
     ) -> Result<Response<LoginResponse>, Status> {
+        let client = self.login_client(&request)?;
         let req = request.into_inner();
         let tokens = sessions::login(
             &self.db,
             &self.throttle,
+            &self.hasher,
             &self.issuer,
             &req.email,
             SecretString::from(req.password),
-            &req.client_addr,
+            &client,
         )
         .await?;
         Ok(Response::new(login_response(tokens)))
@@ -287,6 +346,7 @@ impl IdentityService for IdentityApi {
         request: Request<CreateInviteRequest>,
     ) -> Result<Response<CreateInviteResponse>, Status> {
         let user = caller(&request)?.require_role(ADMINS)?;
+        not_impersonating(user, "an invite")?;
         let req = request.get_ref();
         let tenant = admin_tenant(user, &req.tenant_id)?;
         let role = role_from_proto("role", req.role)?;
@@ -311,6 +371,7 @@ impl IdentityService for IdentityApi {
         request: Request<ResendInviteRequest>,
     ) -> Result<Response<ResendInviteResponse>, Status> {
         let user = caller(&request)?.require_role(ADMINS)?;
+        not_impersonating(user, "an invite token")?;
         let id = parse_id("invite_id", &request.get_ref().invite_id)?;
         let tenant = match user.role {
             Role::PlatformAdmin => invites::tenant_of(&self.db, id).await?,
@@ -341,6 +402,7 @@ impl IdentityService for IdentityApi {
         }
         let user = invites::accept(
             &self.db,
+            &self.hasher,
             &req.token,
             &req.name,
             SecretString::from(req.password),
@@ -357,8 +419,9 @@ impl IdentityService for IdentityApi {
     ) -> Result<Response<StartImpersonationResponse>, Status> {
         let admin = caller(&request)?.require_role(&[Role::PlatformAdmin])?;
         if admin.impersonator.is_some() {
-            return Err(mesh_kit::ErrorCode::PermissionDenied
-                .status("stop impersonating before starting again"));
+            return Err(
+                ErrorCode::PermissionDenied.status("stop impersonating before starting again")
+            );
         }
         let req = request.get_ref();
         let tenant = parse_id("tenant_id", &req.tenant_id)?;
@@ -414,6 +477,7 @@ impl IdentityService for IdentityApi {
         request: Request<CreateApiKeyRequest>,
     ) -> Result<Response<CreateApiKeyResponse>, Status> {
         let user = caller(&request)?.require_role(ADMINS)?;
+        not_impersonating(user, "an API key")?;
         let req = request.get_ref();
         let tenant = admin_tenant(user, &req.tenant_id)?;
         let role = role_from_proto("role", req.role)?;

@@ -11,14 +11,14 @@ use mesh_kit::{
     db::{begin_platform, begin_tenant},
     error::invalid_field,
 };
-use secrecy::SecretString;
-use sqlx::PgPool;
+use secrecy::{ExposeSecret as _, SecretString};
+use sqlx::{PgConnection, PgPool};
 use tonic::Status;
 use uuid::Uuid;
 
 use crate::{
     audit::{self, Actor},
-    passwords,
+    passwords::{self, Hasher},
     secrets::{self, RandomError},
     users::{self, User, UserError},
 };
@@ -37,6 +37,8 @@ pub struct Invite {
 pub enum InviteError {
     #[error("role must be customer_admin or operator")]
     InvalidRole,
+    #[error("is not an invite token (`cmi_…`, as the invite gave it)")]
+    MalformedToken,
     #[error("invite not found; it may have been replaced by a newer one")]
     NotFound,
     #[error("this invite was already accepted; log in instead")]
@@ -57,6 +59,7 @@ impl From<InviteError> for Status {
     fn from(err: InviteError) -> Status {
         match err {
             InviteError::InvalidRole => invalid_field("role", err.to_string()),
+            InviteError::MalformedToken => invalid_field("token", err.to_string()),
             InviteError::NotFound => ErrorCode::NotFound.status(err.to_string()),
             InviteError::AlreadyAccepted | InviteError::AlreadyInvited(_) => {
                 ErrorCode::Conflict.status(err.to_string())
@@ -70,6 +73,9 @@ impl From<InviteError> for Status {
 }
 
 const INVITE_COLUMNS: &str = "id, tenant_id, email, role, expires_at, accepted_at";
+
+/// The prefix of invite tokens (`cmi_…`).
+const TOKEN_PREFIX: &str = "cmi";
 
 /// The role an invite may grant: never platform_admin.
 pub fn tenant_role(role: Role) -> Result<Role, InviteError> {
@@ -104,7 +110,7 @@ pub async fn create(
 ) -> Result<(Invite, String), InviteError> {
     let role = tenant_role(role)?;
     let email = users::normalize_email(email)?;
-    let (token, hash) = secrets::generate("cmi")?;
+    let (token, hash) = secrets::generate(TOKEN_PREFIX)?;
     let mut tx = begin_tenant(db, tenant).await?;
     let pending: bool = sqlx::query_scalar(
         "SELECT EXISTS (SELECT 1 FROM invites WHERE email = $1 AND accepted_at IS NULL AND expires_at > now())",
@@ -143,7 +149,7 @@ pub async fn resend(
     invite_id: Uuid,
     ttl: Duration,
 ) -> Result<(Invite, String), InviteError> {
-    let (token, hash) = secrets::generate("cmi")?;
+    let (token, hash) = secrets::generate(TOKEN_PREFIX)?;
     let mut tx = begin_tenant(db, tenant).await?;
     let accepted: Option<Option<DateTime<Utc>>> =
         sqlx::query_scalar("SELECT accepted_at FROM invites WHERE id = $1 FOR UPDATE")
@@ -170,29 +176,32 @@ pub async fn resend(
 }
 
 /// Accepts an invite: creates the user with exactly the invited role.
+///
+/// Everything cheap is checked before the password is hashed — the input,
+/// the token's shape, then that the token names a pending invite — so only
+/// the holder of a real, pending invite can make this service spend 19 MiB
+/// and tens of milliseconds of CPU, and even then within the hasher's bound.
 pub async fn accept(
     db: &PgPool,
+    hasher: &Hasher,
     token: &str,
     name: &str,
     password: SecretString,
 ) -> Result<User, InviteError> {
     let name = users::validate_name(name)?;
-    // Hash before taking row locks: it is the slow part.
-    let password_hash = passwords::hash(password).await.map_err(UserError::from)?;
+    passwords::validate(password.expose_secret()).map_err(UserError::from)?;
+    if !secrets::is_well_formed(TOKEN_PREFIX, token) {
+        return Err(InviteError::MalformedToken);
+    }
+    let token_hash = secrets::hash(token);
     let mut tx = begin_platform(db).await?;
-    let invite: Invite = sqlx::query_as(sqlx::AssertSqlSafe(format!(
-        "SELECT {INVITE_COLUMNS} FROM invites WHERE token_hash = $1 FOR UPDATE"
-    )))
-    .bind(secrets::hash(token))
-    .fetch_optional(&mut *tx)
-    .await?
-    .ok_or(InviteError::NotFound)?;
-    if invite.accepted_at.is_some() {
-        return Err(InviteError::AlreadyAccepted);
-    }
-    if invite.expires_at <= Utc::now() {
-        return Err(InviteError::Expired);
-    }
+    pending(&mut tx, &token_hash, Lock::No).await?;
+    tx.commit().await?;
+    // Hashed outside any transaction: no connection or row lock waits on it.
+    let password_hash = hasher.hash(password).await.map_err(UserError::from)?;
+    let mut tx = begin_platform(db).await?;
+    // Checked again under the row lock: a concurrent accept may have won meanwhile.
+    let invite = pending(&mut tx, &token_hash, Lock::ForUpdate).await?;
     let role = Role::parse(&invite.role).ok_or(InviteError::InvalidRole)?;
     let user_id = users::insert(
         &mut tx,
@@ -224,6 +233,38 @@ pub async fn accept(
         .ok_or(InviteError::NotFound)?;
     tx.commit().await?;
     Ok(user)
+}
+
+#[derive(Debug, Clone, Copy)]
+enum Lock {
+    No,
+    ForUpdate,
+}
+
+/// The pending invite whose token hashes to `token_hash` (platform scope).
+async fn pending(
+    conn: &mut PgConnection,
+    token_hash: &[u8],
+    lock: Lock,
+) -> Result<Invite, InviteError> {
+    let lock = match lock {
+        Lock::No => "",
+        Lock::ForUpdate => " FOR UPDATE",
+    };
+    let invite: Invite = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        "SELECT {INVITE_COLUMNS} FROM invites WHERE token_hash = $1{lock}"
+    )))
+    .bind(token_hash)
+    .fetch_optional(conn)
+    .await?
+    .ok_or(InviteError::NotFound)?;
+    if invite.accepted_at.is_some() {
+        return Err(InviteError::AlreadyAccepted);
+    }
+    if invite.expires_at <= Utc::now() {
+        return Err(InviteError::Expired);
+    }
+    Ok(invite)
 }
 
 /// The tenant of an invite, for platform admins who name only the invite.

@@ -4,6 +4,7 @@
 pub mod api_keys;
 pub mod audit;
 pub mod config;
+pub mod error;
 pub mod grpc;
 pub mod invites;
 pub mod outbox;

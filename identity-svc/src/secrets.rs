@@ -18,6 +18,23 @@ pub fn generate(prefix: &str) -> Result<(String, Vec<u8>), RandomError> {
     Ok((secret, hash))
 }
 
+/// Whether `secret` has the shape [`generate`] gives with `prefix`, so
+/// garbage is refused before anything is looked up or computed for it.
+pub fn is_well_formed(prefix: &str, secret: &str) -> bool {
+    secret
+        .strip_prefix(prefix)
+        .and_then(|rest| rest.strip_prefix('_'))
+        .is_some_and(|body| {
+            body.len() == SECRET_CHARS
+                && body
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+        })
+}
+
+/// 32 random bytes in base64url without padding.
+const SECRET_CHARS: usize = 43;
+
 pub fn hash(secret: &str) -> Vec<u8> {
     digest::digest(&digest::SHA256, secret.as_bytes())
         .as_ref()
@@ -36,5 +53,16 @@ mod tests {
         assert_ne!(a, b);
         assert_eq!(hash(&a), ha);
         assert_eq!(ha.len(), 32);
+    }
+
+    #[test]
+    fn only_generated_shapes_are_well_formed() {
+        let (token, _) = generate("cmi").unwrap();
+        assert!(is_well_formed("cmi", &token));
+        assert!(!is_well_formed("cmr", &token));
+        assert!(!is_well_formed("cmi", "cmi_not-a-real-token"));
+        assert!(!is_well_formed("cmi", &format!("{token}x")));
+        assert!(is_well_formed("cmi", &format!("cmi_{}", "a".repeat(43))));
+        assert!(!is_well_formed("cmi", &format!("cmi_{}!", "a".repeat(42))));
     }
 }

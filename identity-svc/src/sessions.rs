@@ -21,9 +21,9 @@ use uuid::Uuid;
 
 use crate::{
     audit::{self, Actor},
-    passwords,
+    passwords::{Hasher, PasswordError},
     secrets::{self, RandomError},
-    throttle::LoginThrottle,
+    throttle::{LoginThrottle, ThrottleError},
     users::{self, User},
 };
 
@@ -31,14 +31,14 @@ use crate::{
 pub enum SessionError {
     #[error("email or password is wrong")]
     BadCredentials,
-    #[error("too many failed logins; try again in {} seconds", .0.as_secs())]
-    Throttled(Duration),
+    #[error(transparent)]
+    Throttle(#[from] ThrottleError),
+    #[error(transparent)]
+    Password(#[from] PasswordError),
     #[error("the refresh token is invalid, expired or already used; log in again")]
     BadRefreshToken,
     #[error("user not found in that tenant")]
     TargetNotFound,
-    #[error("the throttle store is unavailable")]
-    Redis(#[from] redis::RedisError),
     #[error(transparent)]
     Random(#[from] RandomError),
     #[error("token signing failed")]
@@ -53,12 +53,9 @@ impl From<SessionError> for Status {
             SessionError::BadCredentials | SessionError::BadRefreshToken => {
                 ErrorCode::Unauthenticated.status(err.to_string())
             }
-            SessionError::Throttled(_) => ErrorCode::ResourceExhausted.status(err.to_string()),
+            SessionError::Throttle(e) => e.into(),
+            SessionError::Password(e) => e.into(),
             SessionError::TargetNotFound => ErrorCode::NotFound.status(err.to_string()),
-            SessionError::Redis(ref e) => {
-                tracing::error!(error = %e, "login throttle unavailable");
-                ErrorCode::Unavailable.status("login is briefly unavailable; retry shortly")
-            }
             SessionError::Random(ref e) => mesh_kit::error::internal("random generator", e),
             SessionError::Signing(ref e) => mesh_kit::error::internal("token signing", e),
             SessionError::Database(ref e) => mesh_kit::error::internal("session query failed", e),
@@ -138,37 +135,62 @@ impl Issuer {
     }
 }
 
-/// Password login, throttled per account and per client address.
+/// Password login, throttled per account and per (account, `client`), where
+/// `client` is a [`crate::throttle::client_bucket`] the caller may not choose
+/// (see `grpc::IdentityApi::login_client`).
 pub async fn login(
     db: &PgPool,
     throttle: &LoginThrottle,
+    hasher: &Hasher,
     issuer: &Issuer,
     email: &str,
     password: SecretString,
-    client_addr: &str,
+    client: &str,
 ) -> Result<Tokens, SessionError> {
     // An unparseable email cannot match an account: same answer as a wrong password.
     let email = users::normalize_email(email).map_err(|_| SessionError::BadCredentials)?;
-    if let Some(wait) = throttle.blocked(&email, client_addr).await? {
-        return Err(SessionError::Throttled(wait));
+    let attempt = throttle.reserve(&email, client).await?;
+    match check_password(db, hasher, &email, password).await {
+        Ok(Some(user)) => {
+            if let Err(e) = throttle.succeeded(attempt).await {
+                // The password was right; a stale counter only expires later.
+                tracing::warn!(error = %e, "could not clear login failures");
+            }
+            issuer.session(begin_platform(db).await?, user).await
+        }
+        // The reserved attempt stays counted: that is the failure.
+        Ok(None) => Err(SessionError::BadCredentials),
+        Err(e) => {
+            // The password was never checked, so this was no guess.
+            if let Err(refund) = throttle.refund(attempt).await {
+                tracing::warn!(error = %refund, "could not give back a login attempt");
+            }
+            Err(e)
+        }
     }
+}
+
+/// The user `email` and `password` name, if they match. The lookup's
+/// transaction ends before hashing, so no pooled connection waits on Argon2.
+async fn check_password(
+    db: &PgPool,
+    hasher: &Hasher,
+    email: &str,
+    password: SecretString,
+) -> Result<Option<User>, SessionError> {
     let mut tx = begin_platform(db).await?;
-    let found = users::find_for_login(&mut tx, &email).await?;
+    let found = users::find_for_login(&mut tx, email).await?;
+    tx.commit().await?;
     let (row, hash) = match found {
         Some((row, hash)) => (Some(row), Some(hash)),
         None => (None, None),
     };
-    let user = if passwords::verify(password, hash).await {
-        row.and_then(users::UserRow::into_user)
+    // An unknown email is verified against a dummy hash: same cost, same bound.
+    if hasher.verify(password, hash).await? {
+        Ok(row.and_then(users::UserRow::into_user))
     } else {
-        None
-    };
-    let Some(user) = user else {
-        throttle.failed(&email, client_addr).await?;
-        return Err(SessionError::BadCredentials);
-    };
-    throttle.succeeded(&email).await?;
-    issuer.session(tx, user).await
+        Ok(None)
+    }
 }
 
 /// Exchanges a refresh token for new tokens, with the user's current role.

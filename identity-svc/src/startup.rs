@@ -16,8 +16,8 @@ use mesh_kit::{
 use tokio::net::TcpListener;
 
 use crate::{
-    config::IdentityConfig, grpc::IdentityApi, outbox, sessions::Issuer, throttle::LoginThrottle,
-    users,
+    config::IdentityConfig, grpc::IdentityApi, outbox, passwords::Hasher, sessions::Issuer,
+    throttle::LoginThrottle, users,
 };
 
 pub const DEFAULT_PORT: u16 = 50051;
@@ -51,8 +51,10 @@ pub async fn serve_with(
         .redis
         .clone()
         .context("identity-svc needs Redis for login throttling")?;
+    let hasher = Hasher::new(config.password_hash_concurrency)
+        .context("starting the password hashing threads")?;
     if let Some(admin) = &config.bootstrap_admin {
-        users::bootstrap_admin(&resources.db, admin)
+        users::bootstrap_admin(&resources.db, &hasher, admin)
             .await
             .map_err(|e| anyhow::anyhow!("creating the bootstrap admin: {e}"))?;
     }
@@ -65,6 +67,8 @@ pub async fn serve_with(
     let api = IdentityApi {
         db: resources.db.clone(),
         throttle: LoginThrottle::new(redis, config.login_limits.clone()),
+        hasher,
+        verifier: config.service.keyring.verifier.clone(),
         issuer: Issuer {
             signer: config.service.keyring.signer.clone(),
             access_ttl: config.access_ttl,

@@ -14,7 +14,7 @@ use uuid::Uuid;
 
 use crate::{
     config::BootstrapAdmin,
-    passwords::{self, PasswordError},
+    passwords::{Hasher, PasswordError},
 };
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -92,13 +92,7 @@ impl From<UserError> for Status {
         match err {
             UserError::InvalidEmail => invalid_field("email", err.to_string()),
             UserError::InvalidName => invalid_field("name", err.to_string()),
-            UserError::Password(PasswordError::Invalid) => {
-                invalid_field("password", err.to_string())
-            }
-            UserError::Password(PasswordError::Hashing(ref reason)) => {
-                tracing::error!(%reason, "password hashing failed");
-                mesh_kit::ErrorCode::Internal.status("internal error; see the service logs")
-            }
+            UserError::Password(e) => e.into(),
             UserError::EmailTaken => mesh_kit::ErrorCode::Conflict.status(err.to_string()),
             UserError::InvalidPageToken => invalid_field("page_token", err.to_string()),
             UserError::Database(ref e) => mesh_kit::error::internal("user query failed", e),
@@ -200,7 +194,11 @@ pub(crate) async fn insert(
 
 /// Creates the first platform admin from configuration when there is none yet.
 /// Returns whether it created one.
-pub async fn bootstrap_admin(db: &PgPool, admin: &BootstrapAdmin) -> Result<bool, UserError> {
+pub async fn bootstrap_admin(
+    db: &PgPool,
+    hasher: &Hasher,
+    admin: &BootstrapAdmin,
+) -> Result<bool, UserError> {
     let email = normalize_email(&admin.email)?;
     let mut tx = begin_platform(db).await?;
     // Replicas starting together: one creates, the others see it.
@@ -214,10 +212,11 @@ pub async fn bootstrap_admin(db: &PgPool, admin: &BootstrapAdmin) -> Result<bool
     if exists {
         return Ok(false);
     }
-    let hash = passwords::hash(SecretString::from(
-        secrecy::ExposeSecret::expose_secret(&admin.password).to_owned(),
-    ))
-    .await?;
+    let hash = hasher
+        .hash(SecretString::from(
+            secrecy::ExposeSecret::expose_secret(&admin.password).to_owned(),
+        ))
+        .await?;
     insert(&mut tx, &email, "Platform admin", &hash, None).await?;
     tx.commit().await?;
     tracing::info!(%email, "created the bootstrap platform admin");

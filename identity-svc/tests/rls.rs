@@ -291,3 +291,45 @@ async fn every_tenant_scoped_table_isolates_tenants() {
         assert_eq!(count, 0, "{table} is invisible to a tenant");
     }
 }
+
+#[tokio::test]
+async fn users_cannot_be_updated_even_in_the_platform_scope() {
+    let pool = pool(1).await;
+    seed_tenant_rows(&pool, "tenant-a").await;
+    let mut tx = mesh_kit::db::begin_platform(&pool).await.unwrap();
+    let err = sqlx::query("UPDATE users SET is_platform_admin = true")
+        .execute(&mut *tx)
+        .await
+        .unwrap_err();
+    assert_eq!(sqlstate(&err).as_deref(), Some("42501"));
+    drop(tx);
+    let grants: Vec<String> = sqlx::query_scalar(
+        "SELECT privilege_type::text FROM information_schema.role_table_grants
+         WHERE grantee = current_user AND table_schema = 'identity' AND table_name = 'users'
+         ORDER BY 1",
+    )
+    .fetch_all(&pool)
+    .await
+    .unwrap();
+    assert_eq!(grants, ["INSERT", "SELECT"]);
+}
+
+/// The premise of keeping the platform scope a setting (see migration 0005):
+/// a runtime connection is the owner's session in the runtime role, so SQL
+/// that could `SET app.scope` could as well `RESET ROLE`; a separate platform
+/// role would be no stronger boundary. If the pool ever logs in as a
+/// non-owner role, this fails and that choice should be revisited.
+#[tokio::test]
+async fn the_platform_scope_is_no_weaker_than_the_connection_it_runs_on() {
+    let pool = pool(1).await;
+    let (session, current): (String, String) =
+        sqlx::query_as("SELECT session_user::text, current_user::text")
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+    assert_eq!(current, "crewmesh_identity");
+    assert_ne!(
+        session, current,
+        "the runtime role is entered with SET ROLE"
+    );
+}

@@ -283,6 +283,12 @@ impl BudgetClient {
                 .map_err(BudgetError::from),
             Err(e) => Err(e),
         };
+        let result = result.map(|settled| {
+            // Set aside by billing-svc for good: resending would not help.
+            for rejected in &settled.get_ref().rejected {
+                tracing::warn!(call = %rejected.call_id, reason = %rejected.reason, "usage event refused by billing-svc");
+            }
+        });
         if let Err(e) = result {
             tracing::warn!(error = %e, "settling usage failed; will retry");
             let mut outbox = self.outbox.lock().unwrap_or_else(|p| p.into_inner());

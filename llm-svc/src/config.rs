@@ -27,6 +27,9 @@ pub struct LlmConfig {
     pub prices: PriceTable,
     /// Nano-dollars leased from an agent's budget at a time.
     pub budget_slice: i64,
+    /// `CREWMESH_EGRESS_ALLOW`: which internal addresses a tenant's base URL
+    /// may reach (none by default).
+    pub egress: mesh_kit::egress::EgressPolicy,
 }
 
 impl LlmConfig {
@@ -44,6 +47,7 @@ impl LlmConfig {
             prices: PriceTable::with_overrides(&var(PRICES_ENV).unwrap_or_default())?,
             // A tenth of a dollar: a few hundred small calls per lease.
             budget_slice: parsed_or("CREWMESH_BUDGET_SLICE_NANOS", 100_000_000)?,
+            egress: mesh_kit::egress::EgressPolicy::from_env()?,
         })
     }
 }

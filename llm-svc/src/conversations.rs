@@ -143,26 +143,78 @@ pub async fn recent(
     Ok(turns)
 }
 
-/// The answer a run with `request_id` already gave.
+/// The answer a run of `agent` with `request_id` already gave.
 pub async fn by_request(
     tx: &mut PgConnection,
+    agent: Uuid,
     request_id: &str,
 ) -> Result<Option<Answered>, sqlx::Error> {
     sqlx::query_as(
-        "SELECT conversation_id, text, prompt_tokens, completion_tokens, cost_nanos, refusal_reason
-           FROM messages WHERE request_id = $1 AND role = 'assistant'",
+        "SELECT m.conversation_id, m.text, m.prompt_tokens, m.completion_tokens, m.cost_nanos,
+                m.refusal_reason
+           FROM messages m JOIN conversations c ON c.id = m.conversation_id
+          WHERE m.request_id = $1 AND m.role = 'assistant' AND c.agent_id = $2
+          ORDER BY m.created_at LIMIT 1",
     )
     .bind(request_id)
+    .bind(agent)
     .fetch_optional(&mut *tx)
     .await
 }
 
-/// Whether a customer message with `request_id` was recorded (answered or not).
-pub async fn recorded(tx: &mut PgConnection, request_id: &str) -> Result<bool, sqlx::Error> {
+/// Claims `request_id` for one API run of `agent` until `until`: true when
+/// this caller holds it now (it was free, or its holder's claim lapsed).
+pub async fn claim(
+    tx: &mut PgConnection,
+    tenant: Uuid,
+    agent: Uuid,
+    request_id: &str,
+    until: DateTime<Utc>,
+) -> Result<bool, sqlx::Error> {
+    let claimed: Option<Uuid> = sqlx::query_scalar(
+        "INSERT INTO run_claims (tenant_id, agent_id, request_id, claimed_until)
+         VALUES ($1, $2, $3, $4)
+         ON CONFLICT (tenant_id, agent_id, request_id) DO UPDATE
+            SET claimed_until = EXCLUDED.claimed_until
+          WHERE run_claims.claimed_until < now()
+         RETURNING tenant_id",
+    )
+    .bind(tenant)
+    .bind(agent)
+    .bind(request_id)
+    .bind(until)
+    .fetch_optional(&mut *tx)
+    .await?;
+    Ok(claimed.is_some())
+}
+
+/// Lets go of a claim whose run ended without an answer, so a retry can run.
+pub async fn release(
+    tx: &mut PgConnection,
+    agent: Uuid,
+    request_id: &str,
+) -> Result<(), sqlx::Error> {
+    sqlx::query("DELETE FROM run_claims WHERE agent_id = $1 AND request_id = $2")
+        .bind(agent)
+        .bind(request_id)
+        .execute(&mut *tx)
+        .await?;
+    Ok(())
+}
+
+/// Whether a customer message of `agent` with `request_id` was recorded
+/// (answered or not).
+pub async fn recorded(
+    tx: &mut PgConnection,
+    agent: Uuid,
+    request_id: &str,
+) -> Result<bool, sqlx::Error> {
     sqlx::query_scalar(
-        "SELECT EXISTS (SELECT 1 FROM messages WHERE request_id = $1 AND role = 'user')",
+        "SELECT EXISTS (SELECT 1 FROM messages m JOIN conversations c ON c.id = m.conversation_id
+                         WHERE m.request_id = $1 AND m.role = 'user' AND c.agent_id = $2)",
     )
     .bind(request_id)
+    .bind(agent)
     .fetch_one(&mut *tx)
     .await
 }

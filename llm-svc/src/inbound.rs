@@ -159,7 +159,7 @@ impl InboundWorker {
         // dead letter): the same answer again, no provider call.
         if let Some(output) = self
             .runner
-            .answered(tenant, &message.id)
+            .answered(tenant, agent, &message.id)
             .await
             .map_err(|s| status_error("reading the conversation", &s))?
         {

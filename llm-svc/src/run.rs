@@ -64,6 +64,33 @@ pub const UNAVAILABLE_REPLY: &str = "I'm sorry, I can't answer right now. \
 pub const PROVIDER_DOWN_REPLY: &str = "I'm sorry, I'm having trouble answering right now. \
     Please try again in a few minutes.";
 
+/// How long an API run holds its idempotency key: longer than a run can
+/// take (the provider budget plus the calls around it), so a live run keeps
+/// it, and a holder that died lets it go this long after.
+pub const CLAIM_LEASE: std::time::Duration = std::time::Duration::from_secs(150);
+const CLAIM_POLL: std::time::Duration = std::time::Duration::from_millis(100);
+
+/// What claiming an idempotency key found.
+enum Claimed {
+    /// A run with the key answered already: that answer.
+    Answered(RunOutput),
+    /// This run holds the key.
+    Ours,
+}
+
+impl From<conversations::Answered> for RunOutput {
+    fn from(a: conversations::Answered) -> RunOutput {
+        RunOutput {
+            conversation: a.conversation_id,
+            reply: a.text,
+            prompt_tokens: a.prompt_tokens,
+            completion_tokens: a.completion_tokens,
+            cost_nanos: a.cost_nanos,
+            refusal_reason: a.refusal_reason,
+        }
+    }
+}
+
 /// Derives channel conversation ids (UUID v5) from (tenant, agent, key).
 const CONVERSATION_NAMESPACE: Uuid = Uuid::from_u128(0x6c0f_1b9e_6f2a_4d5e_9a57_2f8c_41d3_b0e7);
 
@@ -198,10 +225,14 @@ impl Refusal {
     /// outage that outlasted the retries.
     fn of_provider(e: &ProviderError) -> Refusal {
         match e {
-            ProviderError::Unauthorized(_) => Refusal::ProviderRejectedKey,
+            ProviderError::Unauthorized { .. } | ProviderError::InvalidKey => {
+                Refusal::ProviderRejectedKey
+            }
             ProviderError::UnknownModel(_)
-            | ProviderError::BadRequest(_)
-            | ProviderError::NoBaseUrl(_) => Refusal::ProviderRejectedRequest,
+            | ProviderError::BadRequest { .. }
+            | ProviderError::Malformed(_)
+            | ProviderError::NoBaseUrl(_)
+            | ProviderError::Forbidden(_) => Refusal::ProviderRejectedRequest,
             ProviderError::RateLimited { .. } => Refusal::ProviderRateLimited,
             ProviderError::Upstream { .. }
             | ProviderError::Timeout(_)
@@ -219,10 +250,13 @@ fn db_error(e: &sqlx::Error) -> Status {
 /// problems are for an admin to fix (409), outages are worth retrying (503).
 fn provider_status(e: &ProviderError) -> Status {
     match e {
-        ProviderError::Unauthorized(_)
+        ProviderError::Unauthorized { .. }
+        | ProviderError::InvalidKey
         | ProviderError::UnknownModel(_)
-        | ProviderError::BadRequest(_)
-        | ProviderError::NoBaseUrl(_) => ErrorCode::FailedPrecondition.status(e.to_string()),
+        | ProviderError::BadRequest { .. }
+        | ProviderError::Malformed(_)
+        | ProviderError::NoBaseUrl(_)
+        | ProviderError::Forbidden(_) => ErrorCode::FailedPrecondition.status(e.to_string()),
         ProviderError::RateLimited { .. } => ErrorCode::ResourceExhausted.status(e.to_string()),
         ProviderError::Upstream { .. }
         | ProviderError::Timeout(_)
@@ -295,6 +329,72 @@ impl Runner {
 
     pub async fn run(&self, input: RunInput) -> Result<RunOutput, Status> {
         let text = Self::text_of(&input)?;
+        // An API caller's idempotency key is claimed before anything else,
+        // so two concurrent requests with it make one provider call: the
+        // second waits for the first's answer. A channel message needs no
+        // claim: its queue hands one message to one handler at a time.
+        let claim = match (input.channel, input.request_id.as_deref()) {
+            (RunChannel::Api, Some(key)) if !key.is_empty() => {
+                match self.claim(&input, key).await? {
+                    Claimed::Answered(output) => return Ok(output),
+                    Claimed::Ours => Some(key.to_owned()),
+                }
+            }
+            _ => None,
+        };
+        let result = self.run_claimed(&input, text).await;
+        if let (Err(_), Some(key)) = (&result, claim) {
+            // No answer was recorded: a retry with the key may run again.
+            self.release(&input, &key).await;
+        }
+        result
+    }
+
+    /// Waits for the key's claim or its answer, as long as a run may take.
+    async fn claim(&self, input: &RunInput, key: &str) -> Result<Claimed, Status> {
+        let give_up = tokio::time::Instant::now() + CLAIM_LEASE;
+        loop {
+            let mut tx = begin_tenant(&self.db, input.tenant)
+                .await
+                .map_err(|e| db_error(&e))?;
+            if let Some(answered) = conversations::by_request(&mut tx, input.agent, key)
+                .await
+                .map_err(|e| db_error(&e))?
+            {
+                tx.commit().await.map_err(|e| db_error(&e))?;
+                return Ok(Claimed::Answered(answered.into()));
+            }
+            let until = chrono::Utc::now()
+                + chrono::Duration::from_std(CLAIM_LEASE).unwrap_or(chrono::Duration::MAX);
+            let ours = conversations::claim(&mut tx, input.tenant, input.agent, key, until)
+                .await
+                .map_err(|e| db_error(&e))?;
+            tx.commit().await.map_err(|e| db_error(&e))?;
+            if ours {
+                return Ok(Claimed::Ours);
+            }
+            if tokio::time::Instant::now() >= give_up {
+                return Err(ErrorCode::Conflict
+                    .status("a run with this Idempotency-Key is still in progress; retry later"));
+            }
+            tokio::time::sleep(CLAIM_POLL).await;
+        }
+    }
+
+    async fn release(&self, input: &RunInput, key: &str) {
+        let released = async {
+            let mut tx = begin_tenant(&self.db, input.tenant).await?;
+            conversations::release(&mut tx, input.agent, key).await?;
+            tx.commit().await
+        };
+        if let Err(e) = released.await {
+            // The claim lapses on its own after CLAIM_LEASE.
+            tracing::warn!(error = %e, "releasing a run's idempotency claim failed");
+        }
+    }
+
+    async fn run_claimed(&self, input: &RunInput, text: String) -> Result<RunOutput, Status> {
+        let input = input.clone();
         let request_id = input.request_id.as_deref().filter(|r| !r.is_empty());
 
         // A repeated request's first answer, the conversation and its
@@ -303,18 +403,11 @@ impl Runner {
             .await
             .map_err(|e| db_error(&e))?;
         if let Some(key) = request_id
-            && let Some(answered) = conversations::by_request(&mut tx, key)
+            && let Some(answered) = conversations::by_request(&mut tx, input.agent, key)
                 .await
                 .map_err(|e| db_error(&e))?
         {
-            return Ok(RunOutput {
-                conversation: answered.conversation_id,
-                reply: answered.text,
-                prompt_tokens: answered.prompt_tokens,
-                completion_tokens: answered.completion_tokens,
-                cost_nanos: answered.cost_nanos,
-                refusal_reason: answered.refusal_reason,
-            });
+            return Ok(answered.into());
         }
         let (conversation_id, conversation) = match &input.conversation {
             // Known before the call, so usage is attributed to it.
@@ -552,23 +645,17 @@ impl Runner {
     pub async fn answered(
         &self,
         tenant: Uuid,
+        agent: Uuid,
         request_id: &str,
     ) -> Result<Option<RunOutput>, Status> {
         let mut tx = begin_tenant(&self.db, tenant)
             .await
             .map_err(|e| db_error(&e))?;
-        let answered = conversations::by_request(&mut tx, request_id)
+        let answered = conversations::by_request(&mut tx, agent, request_id)
             .await
             .map_err(|e| db_error(&e))?;
         tx.commit().await.map_err(|e| db_error(&e))?;
-        Ok(answered.map(|a| RunOutput {
-            conversation: a.conversation_id,
-            reply: a.text,
-            prompt_tokens: a.prompt_tokens,
-            completion_tokens: a.completion_tokens,
-            cost_nanos: a.cost_nanos,
-            refusal_reason: a.refusal_reason,
-        }))
+        Ok(answered.map(Into::into))
     }
 
     /// The conversation's recent turns: the memory window when it is
@@ -686,6 +773,16 @@ impl Runner {
             .await
             .map_err(|e| db_error(&e))?;
         let conversation = self.open(&mut tx, input, context.conversation_id).await?;
+        // Under the conversation's lock: a run that lost its claim (it took
+        // longer than the lease) must not record a second answer.
+        if let Some(key) = exchange.request_id
+            && let Some(answered) = conversations::by_request(&mut tx, input.agent, key)
+                .await
+                .map_err(|e| db_error(&e))?
+        {
+            tx.commit().await.map_err(|e| db_error(&e))?;
+            return Ok(answered.into());
+        }
         conversations::append(&mut tx, &conversation, exchange)
             .await
             .map_err(|e| db_error(&e))?;
@@ -736,7 +833,7 @@ impl Runner {
         let mut tx = begin_tenant(&self.db, input.tenant)
             .await
             .map_err(|e| db_error(&e))?;
-        if conversations::recorded(&mut tx, request_id)
+        if conversations::recorded(&mut tx, input.agent, request_id)
             .await
             .map_err(|e| db_error(&e))?
         {

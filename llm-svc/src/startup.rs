@@ -73,7 +73,11 @@ pub async fn serve_with(
     let budget = BudgetClient::new(billing.clone(), signer.clone(), config.budget_slice);
     // Usage settles in the background; the last batch goes out on shutdown.
     tokio::spawn(budget.clone().run_flusher(FLUSH_EVERY, shutdown.clone()));
-    let providers = Providers::new(config.provider_timeout, Default::default())?;
+    let providers = Providers::new(
+        config.provider_timeout,
+        Default::default(),
+        config.egress.clone(),
+    )?;
     let prices = Arc::new(config.prices);
     let queues = config.queues;
     let redis_client = redis::Client::open(config.service.common.redis_url.expose_secret())

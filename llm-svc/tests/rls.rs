@@ -15,12 +15,14 @@ async fn conversations_and_messages_are_isolated_per_tenant() {
     let db = connect(&config, &storage).await.unwrap().db;
     let (a, b) = (Uuid::now_v7(), Uuid::now_v7());
     let mut ids = Vec::new();
+    let mut agents = Vec::new();
     for tenant in [a, b] {
         let mut tx = begin_tenant(&db, tenant).await.unwrap();
-        let conversation =
-            conversations::create(&mut tx, Uuid::now_v7(), tenant, Uuid::now_v7(), "api")
-                .await
-                .unwrap();
+        let agent = Uuid::now_v7();
+        agents.push(agent);
+        let conversation = conversations::create(&mut tx, Uuid::now_v7(), tenant, agent, "api")
+            .await
+            .unwrap();
         conversations::append(
             &mut tx,
             &conversation,
@@ -55,7 +57,7 @@ async fn conversations_and_messages_are_isolated_per_tenant() {
             .is_empty()
     );
     // The same idempotency key in two tenants names two different runs.
-    let answered = conversations::by_request(&mut tx, "req-1")
+    let answered = conversations::by_request(&mut tx, agents[0], "req-1")
         .await
         .unwrap()
         .unwrap();

@@ -20,7 +20,7 @@ use std::{
 };
 
 use aws_lc_rs::hmac;
-use crewmesh_tests::{SLACK_SIGNING_SECRET, spawn_mesh_without_workers as spawn_mesh};
+use crewmesh_tests::{MeshOptions, SLACK_SIGNING_SECRET, fake_slack::FakeSlack, spawn_mesh_with};
 use serde_json::json;
 
 const CALLERS: usize = 16;
@@ -46,7 +46,17 @@ fn main() {
 }
 
 async fn run() {
-    let mesh = Arc::new(spawn_mesh().await);
+    // Slack's stand-in proves the bench workspace's token when it is connected.
+    let slack = FakeSlack::start().await;
+    slack.add_bot_token("xoxb-1-2-bench", "T0BENCH001");
+    let mesh = Arc::new(
+        spawn_mesh_with(MeshOptions {
+            slack_api_base: Some(slack.api_base.clone()),
+            queue_workers: false,
+            ..MeshOptions::default()
+        })
+        .await,
+    );
     let (_, admin, _) = mesh.tenant_with_member("bench", "customer_admin").await;
     let (status, agent) = mesh
         .post_json(

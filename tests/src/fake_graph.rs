@@ -7,6 +7,11 @@
 //!   or an error in Graph's envelope
 //!   `{"error": {"message", "type", "code", "error_subcode", "fbtrace_id"}}`
 //!   (the test can queue errors for the next sends).
+//! - A business number: `GET /{phone_number_id}` with the token registered
+//!   for it → `{verified_name, code_verification_status,
+//!   display_phone_number, quality_rating, platform_type, throughput, id}`;
+//!   another registered number's token is refused as Graph refuses an
+//!   object the token may not read (100/33), an unknown token with 190.
 //! - Media: `GET /{media_id}` → `{url, mime_type, sha256, file_size, id,
 //!   messaging_product}` where `url` is `/media-bytes/{media_id}` on this
 //!   server (outside the versioned base, as Meta's lookaside host is), and
@@ -32,6 +37,9 @@ use axum::{
 use serde_json::{Value, json};
 
 pub const API_VERSION: &str = "v21.0";
+
+/// The business name Meta verified for every fake number.
+pub const VERIFIED_NAME: &str = "Crewmesh Test Business";
 
 /// One send as the Graph API received it.
 #[derive(Debug, Clone)]
@@ -94,6 +102,7 @@ struct Inner {
     media: Mutex<HashMap<String, (String, Vec<u8>)>>,
     downloads: AtomicU64,
     served: AtomicU64,
+    number_lookups: AtomicU64,
 }
 
 #[derive(Debug, Clone)]
@@ -112,7 +121,7 @@ impl FakeGraph {
         });
         let app = Router::new()
             .route(&format!("/{API_VERSION}/{{id}}/messages"), post(messages))
-            .route(&format!("/{API_VERSION}/{{id}}"), get(media_info))
+            .route(&format!("/{API_VERSION}/{{id}}"), get(object))
             .route("/media-bytes/{id}", get(media_bytes))
             .with_state(inner.clone());
         tokio::spawn(async move { axum::serve(listener, app).await });
@@ -177,6 +186,11 @@ impl FakeGraph {
             .lock()
             .unwrap()
             .insert(media_id.into(), (mime_type.into(), bytes));
+    }
+
+    /// How many lookups of a registered number were made, refused or not.
+    pub fn number_lookups(&self) -> u64 {
+        self.inner.number_lookups.load(Ordering::Relaxed)
     }
 
     /// How many media downloads (of the bytes) succeeded.
@@ -339,18 +353,57 @@ async fn messages(
     .into_response()
 }
 
-async fn media_info(
+/// `GET /{id}`: a registered business number, else media.
+async fn object(
     State(inner): State<Arc<Inner>>,
-    Path(media_id): Path<String>,
+    Path(id): Path<String>,
     headers: HeaderMap,
 ) -> Response {
-    if !known_token(&inner, &headers) {
-        return bad_token(&inner);
+    let number_token = inner.numbers.lock().unwrap().get(&id).cloned();
+    match number_token {
+        Some(expected) => phone_number(&inner, &id, &expected, &headers),
+        None => media_info(&inner, &id, &headers),
     }
-    let media = inner.media.lock().unwrap().get(&media_id).cloned();
+}
+
+fn phone_number(inner: &Inner, id: &str, expected: &str, headers: &HeaderMap) -> Response {
+    inner.number_lookups.fetch_add(1, Ordering::Relaxed);
+    if !known_token(inner, headers) {
+        return bad_token(inner);
+    }
+    if bearer(headers) != Some(expected) {
+        return graph_error(
+            inner,
+            400,
+            100,
+            Some(33),
+            "GraphMethodException",
+            &format!(
+                "Unsupported get request. Object with ID '{id}' does not exist, cannot be loaded due to missing permissions, or does not support this operation."
+            ),
+        );
+    }
+    let last4 = &id[id.len().saturating_sub(4)..];
+    Json(json!({
+        "verified_name": VERIFIED_NAME,
+        "code_verification_status": "VERIFIED",
+        "display_phone_number": format!("+1 555-01{last4}"),
+        "quality_rating": "GREEN",
+        "platform_type": "CLOUD_API",
+        "throughput": { "level": "STANDARD" },
+        "id": id,
+    }))
+    .into_response()
+}
+
+fn media_info(inner: &Inner, media_id: &str, headers: &HeaderMap) -> Response {
+    if !known_token(inner, headers) {
+        return bad_token(inner);
+    }
+    let media = inner.media.lock().unwrap().get(media_id).cloned();
     let Some((mime_type, bytes)) = media else {
         return graph_error(
-            &inner,
+            inner,
             400,
             100,
             Some(33),

@@ -2,6 +2,10 @@
 //! - `oauth.v2.access`: a form-encoded POST authenticated with HTTP Basic
 //!   (client id and secret). Codes are issued by the test, once each, for
 //!   one workspace.
+//! - `auth.test`: whose a bearer token is — its workspace (team id and
+//!   name) and the bot's user id — for tokens the test registered (and
+//!   those `oauth.v2.access` issued); `invalid_auth` otherwise,
+//!   `token_revoked` once revoked.
 //! - `chat.postMessage` and `chat.update`: JSON (or form) bodies with a
 //!   bot token as the bearer, checked against the tokens the test
 //!   registered; messages are kept so an update of an unknown `ts` fails as
@@ -72,6 +76,11 @@ struct Inner {
     exchanges: Mutex<usize>,
     /// bot token → team id.
     bot_tokens: Mutex<HashMap<String, String>>,
+    /// bot token → the bot's user id, when not [`BOT_USER_ID`].
+    bot_users: Mutex<HashMap<String, String>>,
+    /// team id → workspace name, when the test named one.
+    team_names: Mutex<HashMap<String, String>>,
+    auth_tests: AtomicU64,
     revoked: Mutex<HashSet<String>>,
     /// method → calls still to be answered with 429.
     rate_limited: Mutex<HashMap<String, u32>>,
@@ -93,6 +102,7 @@ impl FakeSlack {
         let inner = Arc::new(Inner::default());
         let app = Router::new()
             .route("/api/oauth.v2.access", post(access))
+            .route("/api/auth.test", post(auth_test))
             .route("/api/chat.postMessage", post(post_message))
             .route("/api/chat.update", post(update))
             .with_state(inner.clone());
@@ -117,14 +127,30 @@ impl FakeSlack {
         *self.inner.exchanges.lock().unwrap()
     }
 
-    /// Accepts `token` as the bot token of workspace `team` for `chat.*`.
-    /// Codes issued with [`FakeSlack::issue_code`] register theirs when used.
+    /// Accepts `token` as the bot token of workspace `team` (whose bot is
+    /// [`BOT_USER_ID`]) for `auth.test` and `chat.*`. Codes issued with
+    /// [`FakeSlack::issue_code`] register theirs when used.
     pub fn add_bot_token(&self, token: &str, team: &str) {
         self.inner
             .bot_tokens
             .lock()
             .unwrap()
             .insert(token.into(), team.into());
+    }
+
+    /// As [`FakeSlack::add_bot_token`], for a bot whose user id is `bot_user_id`.
+    pub fn add_bot(&self, token: &str, team: &str, bot_user_id: &str) {
+        self.add_bot_token(token, team);
+        self.inner
+            .bot_users
+            .lock()
+            .unwrap()
+            .insert(token.into(), bot_user_id.into());
+    }
+
+    /// How many `auth.test` calls reached Slack, valid or not.
+    pub fn auth_tests(&self) -> u64 {
+        self.inner.auth_tests.load(Ordering::Relaxed)
     }
 
     /// From now on `token` is answered with `token_revoked`.
@@ -366,6 +392,44 @@ async fn update(State(inner): State<Arc<Inner>>, headers: HeaderMap, body: Strin
     .into_response()
 }
 
+async fn auth_test(State(inner): State<Arc<Inner>>, headers: HeaderMap) -> Response {
+    inner.auth_tests.fetch_add(1, Ordering::Relaxed);
+    let token = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "));
+    let Some(token) = token else {
+        return slack_error("not_authed");
+    };
+    if inner.revoked.lock().unwrap().contains(token) {
+        return slack_error("token_revoked");
+    }
+    let Some(team) = inner.bot_tokens.lock().unwrap().get(token).cloned() else {
+        return slack_error("invalid_auth");
+    };
+    let user = inner
+        .bot_users
+        .lock()
+        .unwrap()
+        .get(token)
+        .cloned()
+        .unwrap_or_else(|| BOT_USER_ID.to_owned());
+    let name = inner
+        .team_names
+        .lock()
+        .unwrap()
+        .get(&team)
+        .cloned()
+        .unwrap_or_else(|| format!("Workspace {team}"));
+    let subdomain = team.to_lowercase();
+    Json(json!({
+        "ok": true, "url": format!("https://{subdomain}.slack.com/"), "team": name,
+        "user": "crewmesh", "team_id": team, "user_id": user, "bot_id": "B0BOT00001",
+        "is_enterprise_install": false,
+    }))
+    .into_response()
+}
+
 fn failure(error: &str) -> (StatusCode, Json<Value>) {
     // Slack reports OAuth failures in the body, with HTTP 200.
     (StatusCode::OK, Json(json!({ "ok": false, "error": error })))
@@ -410,6 +474,11 @@ async fn access(
         .lock()
         .unwrap()
         .insert(token.clone(), team_id.clone());
+    inner
+        .team_names
+        .lock()
+        .unwrap()
+        .insert(team_id.clone(), team_name.clone());
     (
         StatusCode::OK,
         Json(json!({

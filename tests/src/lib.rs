@@ -7,6 +7,7 @@ pub mod fake_graph;
 pub mod fake_openai;
 pub mod fake_slack;
 pub mod fake_stripe;
+pub mod gate;
 pub mod process;
 pub mod webhook;
 
@@ -28,6 +29,8 @@ pub struct Mesh {
     pub queues: mesh_kit::queues::Queues,
     /// The Redis every service of the mesh uses.
     pub redis_url: String,
+    /// What llm-svc and billing-svc may reach besides the internet.
+    pub egress_allow: String,
     /// The mesh's own database, for tests that inspect what is stored.
     pub database: secrecy::SecretString,
     shutdown: Shutdown,
@@ -304,15 +307,31 @@ pub const PASSWORD: &str = "a long enough password";
 pub struct MeshOptions {
     pub invite_ttl: Duration,
     pub failed_logins_per_account: u32,
-    pub failed_logins_per_address: u32,
+    pub failed_logins_per_account_address: u32,
+    /// identity-svc's `CREWMESH_PASSWORD_HASH_CONCURRENCY`.
+    pub password_hash_concurrency: usize,
+    /// The gateway's `CREWMESH_AUTH_RATE_PER_MINUTE`. High by default: every
+    /// test's requests come from 127.0.0.1.
+    pub auth_requests_per_minute: u32,
+    /// The gateway's `CREWMESH_TRUST_FORWARDED_FOR`, so a test can speak
+    /// from several client addresses with `X-Forwarded-For`.
+    pub trust_forwarded_for: bool,
     /// Base URL of a Stripe stand-in; None leaves Stripe unconfigured.
     pub stripe_api_base: Option<String>,
-    /// `SLACK_API_BASE` of a Slack stand-in; None leaves the Slack app unconfigured.
+    /// `SLACK_API_BASE` of a Slack stand-in (`FakeSlack::api_base`), for
+    /// agent-svc (`auth.test` before a bot token is bound, OAuth installs,
+    /// which it also configures) and the gateway's deliveries. None leaves
+    /// the Slack app unconfigured and points both at a closed local port, so
+    /// a test never reaches Slack (and cannot connect a Slack workspace).
     pub slack_api_base: Option<String>,
-    /// `WHATSAPP_API_BASE` of a Graph API stand-in (`FakeGraph::api_base`).
-    /// None points the gateway's deliveries at a closed local port, so a
-    /// test never reaches Meta.
+    /// `WHATSAPP_API_BASE` of a Graph API stand-in (`FakeGraph::api_base`),
+    /// for agent-svc (a number is looked up before it is bound), media-svc
+    /// and the gateway's deliveries. None points them at a closed local
+    /// port, so a test never reaches Meta (and cannot connect a number).
     pub whatsapp_api_base: Option<String>,
+    /// A gate between agent-svc and billing-svc the test can close and
+    /// reopen (billing-svc itself keeps serving the others).
+    pub billing_gate: Option<gate::Gate>,
     /// Whether llm-svc answers queued messages and the gateway delivers
     /// replies; off for tests that inspect the queue itself.
     pub queue_workers: bool,
@@ -321,20 +340,28 @@ pub struct MeshOptions {
     pub llm_workers: bool,
     /// A Redis of the test's own (e.g. one it restarts); None: the shared one.
     pub redis_url: Option<String>,
+    /// `CREWMESH_EGRESS_ALLOW` of llm-svc and billing-svc. Loopback by
+    /// default: the providers tests stand in for live there.
+    pub egress_allow: String,
 }
 
 impl Default for MeshOptions {
     fn default() -> MeshOptions {
         MeshOptions {
             invite_ttl: Duration::from_secs(7 * 24 * 3600),
-            failed_logins_per_account: 5,
-            failed_logins_per_address: 20,
+            failed_logins_per_account: 20,
+            failed_logins_per_account_address: 5,
+            password_hash_concurrency: identity_svc::passwords::DEFAULT_CONCURRENCY,
+            auth_requests_per_minute: 10_000,
+            trust_forwarded_for: false,
             stripe_api_base: None,
             slack_api_base: None,
             whatsapp_api_base: None,
+            billing_gate: None,
             queue_workers: true,
             llm_workers: true,
             redis_url: None,
+            egress_allow: "127.0.0.0/8".to_owned(),
         }
     }
 }
@@ -374,6 +401,7 @@ pub async fn spawn_mesh_with(options: MeshOptions) -> Mesh {
     let shutdown = Shutdown::new();
     let mut grpc = Vec::new();
     let redis_url = options.redis_url.clone().unwrap_or_else(testkit::redis_url);
+    let egress = mesh_kit::egress::EgressPolicy::parse(&options.egress_allow).unwrap();
     let service_config = |id: ServiceId| {
         let mut config = testkit::service_config(id, &database).unwrap();
         config.common.redis_url = redis_url.clone().into();
@@ -389,7 +417,8 @@ pub async fn spawn_mesh_with(options: MeshOptions) -> Mesh {
         });
         config.invite_ttl = options.invite_ttl;
         config.login_limits.per_account = options.failed_logins_per_account;
-        config.login_limits.per_address = options.failed_logins_per_address;
+        config.login_limits.per_account_address = options.failed_logins_per_account_address;
+        config.password_hash_concurrency = options.password_hash_concurrency;
         // Tests share one Redis: each mesh counts failed logins and streams events on its own.
         config.login_limits.namespace = format!("test-{}", uuid::Uuid::new_v4().simple());
         config.events_stream = events_stream.clone();
@@ -405,6 +434,11 @@ pub async fn spawn_mesh_with(options: MeshOptions) -> Mesh {
     {
         let service = service_config(ServiceId::Billing);
         let mut config = billing_svc::config::BillingConfig::from_env(service).unwrap();
+        config.egress = egress.clone();
+        config.plan_prices =
+            billing_svc::subscriptions::PlanPrices::new(&billing_svc::stripe_api::parse_prices(
+                "starter=price_starter,growth=price_growth,scale=price_scale",
+            ));
         config.events_stream = events_stream.clone();
         config.stripe = options.stripe_api_base.as_deref().map(|base| {
             let prices = billing_svc::stripe_api::parse_prices(
@@ -430,12 +464,28 @@ pub async fn spawn_mesh_with(options: MeshOptions) -> Mesh {
         let billing_url = url_in(&grpc, ServiceId::Billing);
         let mut config =
             agent_svc::config::AgentConfig::from_env(service_config(ServiceId::Agent)).unwrap();
-        config.billing_url = billing_url;
+        config.billing_url = match &options.billing_gate {
+            Some(gate) => {
+                gate.forward_to(billing_url.trim_start_matches("http://").parse().unwrap());
+                gate.url()
+            }
+            None => billing_url,
+        };
+        // Without stand-ins, ownership proofs go to a closed local port.
+        config.slack_api_base = options
+            .slack_api_base
+            .clone()
+            .unwrap_or_else(|| format!("http://{UNREACHABLE}/api"));
+        config.whatsapp_api_base = options
+            .whatsapp_api_base
+            .clone()
+            .unwrap_or_else(|| format!("http://{UNREACHABLE}/v21.0"));
+        // A budget billing-svc missed lands within a test's patience.
+        config.budget_relay_interval = Duration::from_millis(200);
         config.slack = options
             .slack_api_base
             .as_deref()
-            .map(|base| agent_svc::config::SlackApp {
-                api_base: base.to_owned(),
+            .map(|_| agent_svc::config::SlackApp {
                 client_id: fake_slack::CLIENT_ID.to_owned(),
                 client_secret: fake_slack::CLIENT_SECRET.to_owned().into(),
                 redirect_uri: Some(fake_slack::REDIRECT_URI.to_owned()),
@@ -473,6 +523,7 @@ pub async fn spawn_mesh_with(options: MeshOptions) -> Mesh {
         config.agent_url = url_in(&grpc, ServiceId::Agent);
         config.billing_url = url_in(&grpc, ServiceId::Billing);
         config.media_url = url_in(&grpc, ServiceId::Media);
+        config.egress = egress.clone();
         config.queues = queues.clone();
         config.queues.workers = queues.workers && options.llm_workers;
         // A hung provider fails a test in seconds, not a minute.
@@ -490,7 +541,12 @@ pub async fn spawn_mesh_with(options: MeshOptions) -> Mesh {
     let url_of = |id| url_in(&grpc, id);
     let config = gateway::startup::Config {
         service: service_config(ServiceId::Gateway),
-        trust_forwarded_for: false,
+        trust_forwarded_for: options.trust_forwarded_for,
+        auth_rate: gateway::ratelimit::AuthRateConfig {
+            per_minute: options.auth_requests_per_minute,
+            // Tests share one Redis: each mesh counts on its own.
+            key_prefix: format!("test-{}:auth-rate", uuid::Uuid::new_v4().simple()),
+        },
         stripe_webhook_secret: Some(STRIPE_WEBHOOK_SECRET.to_owned().into()),
         slack_signing_secret: Some(SLACK_SIGNING_SECRET.to_owned().into()),
         whatsapp_app_secret: Some(WHATSAPP_APP_SECRET.to_owned().into()),
@@ -529,6 +585,7 @@ pub async fn spawn_mesh_with(options: MeshOptions) -> Mesh {
         events_stream,
         queues,
         redis_url,
+        egress_allow: options.egress_allow.clone(),
         database: database.clone(),
         shutdown,
     };

@@ -69,6 +69,7 @@ impl LlmProcess {
             )
             .env("CREWMESH_CONSUMER_NAME", consumer)
             .env("CREWMESH_PROVIDER_TIMEOUT_SECS", "10")
+            .env("CREWMESH_EGRESS_ALLOW", &mesh.egress_allow)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::inherit())

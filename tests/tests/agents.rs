@@ -356,3 +356,229 @@ async fn llm_svc_gets_the_runtime_config_and_nobody_else_does() {
         "the tenant must match"
     );
 }
+
+/// Saving agents under concurrency and with billing-svc away (issue 11).
+mod saves {
+    use std::time::Duration;
+
+    use crewmesh_tests::{MeshOptions, gate::Gate, spawn_mesh, spawn_mesh_with};
+    use secrecy::ExposeSecret as _;
+    use serde_json::{Value, json};
+
+    fn agent(name: &str) -> Value {
+        json!({ "name": name, "model": "openai/gpt-4o-mini", "budget_limit_usd": "25.00" })
+    }
+
+    #[tokio::test]
+    async fn concurrent_patches_of_different_fields_all_survive() {
+        let mesh = spawn_mesh().await;
+        let (_, admin, _) = mesh.tenant_with_member("acme", "customer_admin").await;
+        let (status, created) = mesh
+            .post_json("/api/v1/agents", Some(&admin), &agent("Ava"))
+            .await;
+        assert_eq!(status, 201, "{created}");
+        let path = format!("/api/v1/agents/{}", created["id"].as_str().unwrap());
+        let patch = |body: Value| {
+            let (mesh, admin, path) = (&mesh, &admin, &path);
+            async move {
+                let response = mesh
+                    .http
+                    .patch(mesh.url(path))
+                    .bearer_auth(admin)
+                    .json(&body)
+                    .send()
+                    .await
+                    .unwrap();
+                assert_eq!(response.status(), 200);
+            }
+        };
+        // Each round changes four fields at once, one per request: a PATCH
+        // that rewrote the row it read before the others wrote would undo them.
+        for round in 0..10 {
+            tokio::join!(
+                patch(json!({ "name": format!("Ava {round}") })),
+                patch(json!({ "persona": format!("Persona {round}") })),
+                patch(json!({ "role_title": format!("Role {round}") })),
+                patch(json!({ "instructions": format!("Instructions {round}") })),
+            );
+            let (_, stored) = mesh.get_json(&path, Some(&admin)).await;
+            assert_eq!(
+                [
+                    &stored["name"],
+                    &stored["persona"],
+                    &stored["role_title"],
+                    &stored["instructions"]
+                ],
+                [
+                    &json!(format!("Ava {round}")),
+                    &json!(format!("Persona {round}")),
+                    &json!(format!("Role {round}")),
+                    &json!(format!("Instructions {round}")),
+                ],
+                "round {round}"
+            );
+        }
+    }
+
+    #[tokio::test]
+    async fn a_create_retried_concurrently_with_one_key_makes_one_agent() {
+        let mesh = spawn_mesh().await;
+        let admin = mesh.admin_token().await;
+        // `n` creates in `tenant` with one key, released together as a
+        // client retrying on timeouts might send them; every answer.
+        let create = |tenant: String, key: &'static str, n: usize| {
+            let (url, http, admin) = (mesh.url("/api/v1/agents"), mesh.http.clone(), admin.clone());
+            async move {
+                let start = std::sync::Arc::new(tokio::sync::Barrier::new(n));
+                let mut retries = tokio::task::JoinSet::new();
+                for _ in 0..n {
+                    let (url, http, admin, start) =
+                        (url.clone(), http.clone(), admin.clone(), start.clone());
+                    let mut body = agent("Ava");
+                    body["tenant_id"] = json!(tenant);
+                    retries.spawn(async move {
+                        start.wait().await;
+                        let response = http
+                            .post(url)
+                            .bearer_auth(admin)
+                            .header("idempotency-key", key)
+                            .json(&body)
+                            .send()
+                            .await
+                            .unwrap();
+                        let status = response.status().as_u16();
+                        (status, response.json::<Value>().await.unwrap())
+                    });
+                }
+                retries.join_all().await
+            }
+        };
+        // Races are won by chance: several tenants, and the trial's two
+        // agents in each, give the losing interleavings several tries.
+        for slug in ["acme", "globex", "initech", "umbrella"] {
+            let tenant = mesh.create_tenant(&admin, slug).await;
+            let mut created = Vec::new();
+            for key in ["create-ava", "create-bea"] {
+                let answers = create(tenant.clone(), key, 16).await;
+                let ids: Vec<Value> = answers
+                    .into_iter()
+                    .map(|(status, body)| {
+                        assert_eq!(status, 201, "{slug} {key}: {body}");
+                        body["id"].clone()
+                    })
+                    .collect();
+                assert!(ids.iter().all(|id| *id == ids[0]), "{slug} {key}: {ids:?}");
+                created.push(ids[0].clone());
+            }
+            assert_ne!(created[0], created[1]);
+            let (_, list) = mesh
+                .get_json(&format!("/api/v1/agents?tenant_id={tenant}"), Some(&admin))
+                .await;
+            assert_eq!(
+                list["agents"].as_array().unwrap().len(),
+                2,
+                "{slug}: {list}"
+            );
+            // A retry after the fact answers its agent, though the quota is
+            // now used up; a new key is refused by it.
+            let (status, again) = create(tenant.clone(), "create-ava", 1).await.remove(0);
+            assert_eq!((status, &again["id"]), (201, &created[0]), "{slug}");
+            let (status, refused) = create(tenant.clone(), "create-cid", 1).await.remove(0);
+            assert_eq!(status, 409, "{slug}: {refused}");
+        }
+    }
+
+    /// The budget waiting in agent-svc's outbox for `agent`, if any:
+    /// (limit in nano-dollars, attempts so far).
+    async fn outbox(db: &sqlx::PgPool, agent: &str) -> Option<(i64, i32)> {
+        sqlx::query_as(
+            "SELECT limit_nanos, attempts FROM agent.agent_budget_outbox WHERE agent_id = $1::uuid",
+        )
+        .bind(agent)
+        .fetch_optional(db)
+        .await
+        .unwrap()
+    }
+
+    #[tokio::test]
+    async fn a_budget_saved_while_billing_is_away_reaches_it_after_the_commit() {
+        let gate = Gate::start().await;
+        let mesh = spawn_mesh_with(MeshOptions {
+            billing_gate: Some(gate.clone()),
+            ..MeshOptions::default()
+        })
+        .await;
+        let db = sqlx::PgPool::connect(mesh.database.expose_secret())
+            .await
+            .unwrap();
+        let (_, admin, _) = mesh.tenant_with_member("acme", "customer_admin").await;
+        let (status, created) = mesh
+            .post_json("/api/v1/agents", Some(&admin), &agent("Ava"))
+            .await;
+        assert_eq!(status, 201, "{created}");
+        let id = created["id"].as_str().unwrap().to_owned();
+        let budget_path = format!("/api/v1/usage/agents/{id}/budget");
+        let limit = || {
+            let (mesh, admin, budget_path) = (&mesh, &admin, &budget_path);
+            async move { mesh.get_json(budget_path, Some(admin)).await.1["limit_usd"].clone() }
+        };
+        assert_eq!(limit().await, "25.00");
+        assert_eq!(outbox(&db, &id).await, None, "pushed at once, nothing left");
+
+        // billing-svc is away from agent-svc (the gateway still reaches it).
+        gate.close();
+        let patch = |body: Value| {
+            let (mesh, admin, id) = (&mesh, &admin, &id);
+            async move {
+                let response = mesh
+                    .http
+                    .patch(mesh.url(&format!("/api/v1/agents/{id}")))
+                    .bearer_auth(admin)
+                    .json(&body)
+                    .send()
+                    .await
+                    .unwrap();
+                let status = response.status().as_u16();
+                (status, response.json::<Value>().await.unwrap())
+            }
+        };
+        // The save commits; its budget waits in the outbox.
+        let (status, saved) = patch(json!({ "budget_limit_usd": "40" })).await;
+        assert_eq!(
+            (status, &saved["budget_limit_usd"]),
+            (200, &json!("40.00")),
+            "{saved}"
+        );
+        let (status, saved) = patch(json!({ "budget_limit_usd": "50" })).await;
+        assert_eq!(
+            (status, &saved["budget_limit_usd"]),
+            (200, &json!("50.00")),
+            "{saved}"
+        );
+        assert_eq!(limit().await, "25.00", "billing-svc has not heard yet");
+        // The relay keeps trying, with the newest limit.
+        let waiting = testkit::eventually(Duration::from_secs(20), "a retried push", || async {
+            outbox(&db, &id)
+                .await
+                .filter(|(_, attempts)| *attempts >= 2)
+        })
+        .await
+        .unwrap();
+        assert_eq!(waiting.0, 50_000_000_000);
+
+        // Back: the newest budget lands, and the outbox empties.
+        gate.open();
+        testkit::eventually(
+            Duration::from_secs(30),
+            "the budget in billing-svc",
+            || async { (limit().await == "50.00").then_some(()) },
+        )
+        .await
+        .unwrap();
+        testkit::eventually(Duration::from_secs(10), "an empty outbox", || async {
+            outbox(&db, &id).await.is_none().then_some(())
+        })
+        .await
+        .unwrap();
+    }
+}

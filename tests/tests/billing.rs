@@ -77,6 +77,10 @@ fn subscription_event(
             "customer": "cus_123",
             "status": status,
             "metadata": { "tenant_id": tenant, "plan": plan },
+            "items": { "object": "list", "data": [{
+                "id": "si_123", "object": "subscription_item", "quantity": 1,
+                "price": { "id": format!("price_{plan}"), "object": "price" },
+            }]},
         }},
     })
 }
@@ -486,4 +490,51 @@ mod stripe_api {
                 .contains("STRIPE_SECRET_KEY")
         );
     }
+}
+
+#[tokio::test]
+async fn the_subscribed_price_decides_the_plan_not_the_metadata() {
+    let mesh = spawn_mesh().await;
+    let (tenant, admin, _) = mesh.tenant_with_member("acme", "customer_admin").await;
+    let t0 = now() - 100;
+    send(
+        &mesh,
+        &subscription_event(
+            "evt_1",
+            "customer.subscription.created",
+            t0,
+            &tenant,
+            "active",
+            "growth",
+        ),
+    )
+    .await;
+    assert_eq!(subscription(&mesh, &admin).await["plan"], "growth");
+
+    // Moved to the starter price in the billing portal: the checkout's
+    // metadata still says growth.
+    let mut downgraded = subscription_event(
+        "evt_2",
+        "customer.subscription.updated",
+        t0 + 10,
+        &tenant,
+        "active",
+        "growth",
+    );
+    downgraded["data"]["object"]["items"]["data"][0]["price"]["id"] = json!("price_starter");
+    send(&mesh, &downgraded).await;
+    let state = subscription(&mesh, &admin).await;
+    assert_eq!(state["plan"], "starter", "{state}");
+    assert_eq!(state["agent_quota"], 5);
+
+    // A price no plan names leaves the plan as it was, whatever the metadata says.
+    let mut unknown = downgraded.clone();
+    unknown["id"] = json!("evt_3");
+    unknown["created"] = json!(t0 + 20);
+    unknown["data"]["object"]["items"]["data"][0]["price"]["id"] = json!("price_from_elsewhere");
+    unknown["data"]["object"]["metadata"]["plan"] = json!("scale");
+    send(&mesh, &unknown).await;
+    let state = subscription(&mesh, &admin).await;
+    assert_eq!(state["plan"], "starter");
+    assert_eq!(state["agent_quota"], 5);
 }

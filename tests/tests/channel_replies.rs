@@ -93,7 +93,8 @@ impl World {
     }
 
     async fn connect_slack(&self, token: &str) -> String {
-        self.slack.add_bot_token(token, TEAM);
+        // The bot the webhook fixtures mention and authorize (`U0BOT`).
+        self.slack.add_bot(token, TEAM, "U0BOT");
         let connection = self
             .connect(json!({ "channel": "slack", "external_id": TEAM, "access_token": token }))
             .await;

@@ -813,6 +813,7 @@ async fn reply_templates_are_whatsapp_only_validated_and_documented() {
     );
 
     // Listed back with the connection.
+    world.graph.register_number(TEMPLATED_NUMBER, "EAAG-listed");
     world
         .connect(json!({
             "channel": "whatsapp", "external_id": TEMPLATED_NUMBER, "access_token": "EAAG-listed",

@@ -6,7 +6,7 @@
 // Helpers outside #[test] functions fail the test loudly too.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use crewmesh_tests::spawn_mesh;
+use crewmesh_tests::{MeshOptions, fake_graph::FakeGraph, spawn_mesh_with};
 use reqwest::Method;
 use serde_json::{Value, json};
 use uuid::Uuid;
@@ -35,7 +35,13 @@ fn unique() -> String {
 
 #[tokio::test]
 async fn rbac_matrix() {
-    let mesh = spawn_mesh().await;
+    // The Graph API stand-in proves the numbers connected below.
+    let graph = FakeGraph::start().await;
+    let mesh = spawn_mesh_with(MeshOptions {
+        whatsapp_api_base: Some(graph.api_base()),
+        ..MeshOptions::default()
+    })
+    .await;
     let admin = mesh.admin_token().await;
     let (own, customer_admin, _) = mesh.tenant_with_member("own", "customer_admin").await;
     let operator = {
@@ -102,6 +108,7 @@ async fn rbac_matrix() {
         .await;
     assert_eq!(status, 201, "{llm_key}");
     let other_llm_key = llm_key["id"].as_str().unwrap().to_owned();
+    graph.register_number("1065403529", "EAAG-other");
     let (status, channel) = mesh
         .post_json(
             "/api/v1/channels",
@@ -149,10 +156,13 @@ async fn rbac_matrix() {
             json!({ "provider": provider, "api_key": "sk-x", "tenant_id": tenant })
         })
     };
-    // A WhatsApp number per call: a number belongs to one connection.
+    // A WhatsApp number per call (a number belongs to one connection),
+    // whose token the Graph API stand-in accepts.
     let channel_for = |tenant: String, agent: String| -> Body {
+        let graph = graph.clone();
         Box::new(move || {
             let number = format!("1{:014}", Uuid::new_v4().as_u128() % 100_000_000_000_000);
+            graph.register_number(&number, "EAAG-x");
             json!({ "agent_id": agent, "channel": "whatsapp", "external_id": number,
                     "access_token": "EAAG-x", "tenant_id": tenant })
         })

@@ -8,8 +8,31 @@ use aws_lc_rs::hmac;
 use crewmesh_proto::messaging::v1::{
     Attachment, AttachmentKind, ReplyTarget, SlackTarget, reply_target,
 };
-use crewmesh_tests::{Mesh, SLACK_SIGNING_SECRET, spawn_mesh_without_workers as spawn_mesh};
+use crewmesh_tests::{
+    Mesh, MeshOptions, SLACK_SIGNING_SECRET, fake_slack::FakeSlack, spawn_mesh_with,
+};
 use serde_json::{Value, json};
+
+/// The bot token `connected_workspace` binds to `T0ACME001`.
+const TOKEN: &str = "xoxb-1-2-events";
+
+/// A mesh whose queues nobody consumes, on `slack`.
+async fn mesh_on(slack: &FakeSlack) -> Mesh {
+    spawn_mesh_with(MeshOptions {
+        slack_api_base: Some(slack.api_base.clone()),
+        queue_workers: false,
+        ..MeshOptions::default()
+    })
+    .await
+}
+
+/// A mesh whose queues nobody consumes, with a Slack stand-in whose
+/// `auth.test` says `TOKEN` is `T0ACME001`'s bot, so it can be connected.
+async fn spawn_mesh() -> Mesh {
+    let slack = FakeSlack::start().await;
+    slack.add_bot_token(TOKEN, "T0ACME001");
+    mesh_on(&slack).await
+}
 
 fn sign(secret: &str, ts: i64, body: &str) -> String {
     let key = hmac::Key::new(hmac::HMAC_SHA256, secret.as_bytes());
@@ -53,12 +76,24 @@ fn callback(event_id: &str, team: &str, event: Value) -> Value {
     })
 }
 
+/// A new tenant with an agent on `T0ACME001`: (tenant, agent).
 async fn connected_workspace(mesh: &Mesh) -> (String, String) {
     let (tenant, admin, _) = mesh.tenant_with_member("acme", "customer_admin").await;
+    (tenant, connect(mesh, &admin).await.0)
+}
+
+/// Connects `T0ACME001` with `TOKEN` to a new agent of `admin`'s tenant;
+/// returns the connection.
+async fn connected_workspace_as(mesh: &Mesh, admin: &str) -> String {
+    connect(mesh, admin).await.1
+}
+
+/// (agent, connection).
+async fn connect(mesh: &Mesh, admin: &str) -> (String, String) {
     let (status, agent) = mesh
         .post_json(
             "/api/v1/agents",
-            Some(&admin),
+            Some(admin),
             &json!({ "name": "Ava", "model": "openai/gpt-4o-mini", "budget_limit_usd": "5" }),
         )
         .await;
@@ -67,13 +102,13 @@ async fn connected_workspace(mesh: &Mesh) -> (String, String) {
     let (status, channel) = mesh
         .post_json(
             "/api/v1/channels",
-            Some(&admin),
+            Some(admin),
             &json!({ "agent_id": agent, "channel": "slack", "external_id": "T0ACME001",
-                     "access_token": "xoxb-1-2-events" }),
+                     "access_token": TOKEN }),
         )
         .await;
     assert_eq!(status, 201, "{channel}");
-    (tenant, agent)
+    (agent, channel["id"].as_str().unwrap().to_owned())
 }
 
 #[tokio::test]
@@ -271,4 +306,87 @@ async fn a_mention_is_queued_once_for_its_tenant_and_agent_however_often_slack_r
     )
     .await;
     assert_eq!(status, 422);
+}
+
+#[tokio::test]
+async fn the_bot_user_id_comes_from_auth_test_and_the_bot_is_never_answered() {
+    let slack = FakeSlack::start().await;
+    // A bot user id no envelope below names: only auth.test tells it.
+    slack.add_bot(TOKEN, "T0ACME001", "U0MYBOT001");
+    let mesh = mesh_on(&slack).await;
+    let (_, admin, _) = mesh.tenant_with_member("acme", "customer_admin").await;
+    connected_workspace_as(&mesh, &admin).await;
+    let (_, list) = mesh.get_json("/api/v1/channels", Some(&admin)).await;
+    let connection = &list["channels"][0];
+    assert_eq!(connection["bot_user_id"], "U0MYBOT001", "{list}");
+    assert_eq!(connection["display_name"], "Workspace T0ACME001", "{list}");
+
+    // The mention of the bot is stripped from what the agent reads.
+    let mention = callback(
+        "Ev0MENTION1",
+        "T0ACME001",
+        json!({ "type": "app_mention", "user": "U0CUSTOMER", "text": "<@U0MYBOT001> where is my order?",
+                "ts": "1700000000.000100", "channel": "C0SUPPORT1" }),
+    );
+    let (status, ack) = send(&mesh, &mention).await;
+    assert_eq!((status, ack["queued"].clone()), (200, json!(true)), "{ack}");
+    assert_eq!(mesh.inbound_messages().await[0].text, "where is my order?");
+
+    // A message the bot user wrote itself (no bot_id on it, and an envelope
+    // that does not say who the bot is) is not a conversation.
+    let own = callback(
+        "Ev0OWNMSG01",
+        "T0ACME001",
+        json!({ "type": "message", "channel_type": "im", "user": "U0MYBOT001",
+                "text": "Here is your order status.", "ts": "1700000001.000200", "channel": "D0DIRECT01" }),
+    );
+    let (status, ack) = send(&mesh, &own).await;
+    assert_eq!(
+        (status, ack["queued"].clone()),
+        (200, json!(false)),
+        "{ack}"
+    );
+    assert_eq!(mesh.inbound_messages().await.len(), 1);
+}
+
+#[tokio::test]
+async fn a_disconnected_workspace_stops_reaching_the_agent_at_once() {
+    let slack = FakeSlack::start().await;
+    slack.add_bot_token(TOKEN, "T0ACME001");
+    let mesh = mesh_on(&slack).await;
+    let (_, admin, _) = mesh.tenant_with_member("acme", "customer_admin").await;
+    let connection = connected_workspace_as(&mesh, &admin).await;
+    let mention = |n: u32| {
+        callback(
+            &format!("Ev0MENTION{n}"),
+            "T0ACME001",
+            json!({ "type": "app_mention", "user": "U0CUSTOMER", "text": "hello",
+                    "ts": format!("1700000000.00010{n}"), "channel": "C0SUPPORT1" }),
+        )
+    };
+    // The first event caches the workspace's route on this gateway.
+    let (status, ack) = send(&mesh, &mention(1)).await;
+    assert_eq!((status, ack["queued"].clone()), (200, json!(true)), "{ack}");
+
+    let response = mesh
+        .http
+        .delete(mesh.url(&format!("/api/v1/channels/{connection}")))
+        .bearer_auth(&admin)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 204);
+    // Not 30 seconds later, when the cached route would expire: now.
+    let (status, ack) = send(&mesh, &mention(2)).await;
+    assert_eq!(
+        (status, ack["queued"].clone()),
+        (200, json!(false)),
+        "{ack}"
+    );
+    assert_eq!(mesh.inbound_messages().await.len(), 1);
+
+    // Reconnected, it works at once again.
+    connected_workspace_as(&mesh, &admin).await;
+    let (status, ack) = send(&mesh, &mention(3)).await;
+    assert_eq!((status, ack["queued"].clone()), (200, json!(true)), "{ack}");
 }

@@ -10,12 +10,28 @@ use crewmesh_proto::messaging::v1::{
     Attachment, AttachmentKind, ReplyTarget, WhatsappTarget, reply_target,
 };
 use crewmesh_tests::{
-    Mesh, WHATSAPP_APP_SECRET, WHATSAPP_VERIFY_TOKEN, spawn_mesh_without_workers as spawn_mesh,
+    Mesh, MeshOptions, WHATSAPP_APP_SECRET, WHATSAPP_VERIFY_TOKEN, fake_graph::FakeGraph,
+    spawn_mesh_with,
 };
 use serde_json::{Value, json};
 
 const PHONE_NUMBER_ID: &str = "106540352242922";
+/// The token the Graph stand-in accepts for `PHONE_NUMBER_ID`.
+const TOKEN: &str = "EAAG-whatsapp-webhook-tests";
 const CUSTOMER: &str = "16505551234";
+
+/// A mesh whose queues nobody consumes, with a Graph API stand-in that
+/// lets `TOKEN` read `PHONE_NUMBER_ID`, so the number can be connected.
+async fn spawn_mesh() -> Mesh {
+    let graph = FakeGraph::start().await;
+    graph.register_number(PHONE_NUMBER_ID, TOKEN);
+    spawn_mesh_with(MeshOptions {
+        whatsapp_api_base: Some(graph.api_base()),
+        queue_workers: false,
+        ..MeshOptions::default()
+    })
+    .await
+}
 
 fn signature(body: &[u8], secret: &str) -> String {
     let key = hmac::Key::new(hmac::HMAC_SHA256, secret.as_bytes());
@@ -64,7 +80,7 @@ async fn connect_whatsapp(mesh: &Mesh) -> (String, String, String) {
             "/api/v1/channels",
             Some(&admin),
             &json!({ "agent_id": agent, "channel": "whatsapp", "external_id": PHONE_NUMBER_ID,
-                     "access_token": format!("EAAG{}", uuid::Uuid::new_v4().simple()) }),
+                     "access_token": TOKEN }),
         )
         .await;
     assert_eq!(status, 201, "{connection}");

@@ -448,11 +448,13 @@ pub async fn system_prompt(
     }))
 }
 
-/// How long the edge waits for a run. The default deadline suits lookups; a run
-/// waits on a model, which llm-svc bounds itself (per-attempt timeout, bounded
-/// retries). Two minutes covers a slow completion plus a retry; a portal user
-/// who has waited longer has given up.
-const RUN_DEADLINE: Duration = Duration::from_secs(120);
+/// How long the edge waits for a run. Deadlines nest: llm-svc gives the
+/// provider at most 100 s in all (attempts and pauses,
+/// `retry::RUN_PROVIDER_BUDGET`) plus up to 10 s for each call around it,
+/// and holds an idempotency key for 150 s (`run::CLAIM_LEASE`); the edge
+/// waits a little longer than all of that, so a run it gives up on has
+/// really failed, and a retry with the same key finds its answer.
+const RUN_DEADLINE: Duration = Duration::from_secs(160);
 
 #[derive(Debug, Deserialize, ToSchema)]
 pub struct RunInput {

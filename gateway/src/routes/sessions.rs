@@ -1,4 +1,5 @@
-//! Login and token refresh: public routes, throttled by identity-svc.
+//! Login and token refresh: public routes, limited per client address at the
+//! edge (`ratelimit`) and, for failed logins, throttled by identity-svc.
 
 use axum::{Json, extract::State};
 use crewmesh_proto::identity::v1::{LoginRequest, RefreshTokenRequest, User as ProtoUser};
@@ -6,7 +7,7 @@ use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 use super::{non_empty, rfc3339, role_name};
-use crate::{auth::RequestMeta, error::ApiError, extract::ApiJson, startup::AppState};
+use crate::{error::ApiError, extract::ApiJson, ratelimit::AuthRateLimited, startup::AppState};
 
 #[derive(Debug, Deserialize, ToSchema)]
 pub struct Credentials {
@@ -81,15 +82,22 @@ impl Session {
         (status = 200, body = Session),
         (status = 401, description = "Wrong email or password", body = crate::error::ErrorBody),
         (status = 422, body = crate::error::ErrorBody),
-        (status = 429, description = "Too many failed logins for the account or address", body = crate::error::ErrorBody),
+        (status = 429, description = "Too many requests from this address, or too many failed logins for the account (from this address, or from all)",
+            body = crate::error::ErrorBody,
+            headers(("Retry-After" = u64, description = "Seconds to wait before retrying"))),
+        (status = 503, description = "Sign-in is at capacity",
+            body = crate::error::ErrorBody,
+            headers(("Retry-After" = u64, description = "Seconds to wait before retrying"))),
     )
 )]
 pub async fn login(
     State(state): State<AppState>,
-    meta: RequestMeta,
+    AuthRateLimited(meta): AuthRateLimited,
     ApiJson(body): ApiJson<Credentials>,
 ) -> Result<Json<Session>, ApiError> {
-    let call = meta.anonymous();
+    // In the gateway's own name: identity-svc throttles by `client_addr` only
+    // when the gateway vouches for it, and by the connection's address otherwise.
+    let call = meta.as_gateway(&state.signer)?;
     let session = state
         .identity
         .clone()
@@ -116,11 +124,14 @@ pub async fn login(
         (status = 200, body = Session),
         (status = 401, description = "Invalid, expired or already used", body = crate::error::ErrorBody),
         (status = 422, description = "Not a refresh request", body = crate::error::ErrorBody),
+        (status = 429, description = "Too many requests from this address",
+            body = crate::error::ErrorBody,
+            headers(("Retry-After" = u64, description = "Seconds to wait before retrying"))),
     )
 )]
 pub async fn refresh(
     State(state): State<AppState>,
-    meta: RequestMeta,
+    AuthRateLimited(meta): AuthRateLimited,
     ApiJson(body): ApiJson<RefreshRequest>,
 ) -> Result<Json<Session>, ApiError> {
     let session = state

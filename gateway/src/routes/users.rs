@@ -18,9 +18,10 @@ use super::{
     sessions::{Session, User},
 };
 use crate::{
-    auth::{Authenticated, RequestMeta},
+    auth::Authenticated,
     error::{ApiError, ErrorBody},
     extract::ApiJson,
+    ratelimit::AuthRateLimited,
     startup::AppState,
 };
 
@@ -198,12 +199,16 @@ pub async fn resend_invite(
         (status = 201, body = User),
         (status = 404, description = "Unknown or replaced token", body = ErrorBody),
         (status = 409, description = "Already accepted, expired, or the email has an account", body = ErrorBody),
-        (status = 422, body = ErrorBody),
+        (status = 422, description = "Invalid name or password, or not an invite token", body = ErrorBody),
+        (status = 429, description = "Too many requests from this address", body = ErrorBody,
+            headers(("Retry-After" = u64, description = "Seconds to wait before retrying"))),
+        (status = 503, description = "Sign-up is at capacity", body = ErrorBody,
+            headers(("Retry-After" = u64, description = "Seconds to wait before retrying"))),
     )
 )]
 pub async fn accept_invite(
     State(state): State<AppState>,
-    meta: RequestMeta,
+    AuthRateLimited(meta): AuthRateLimited,
     ApiJson(body): ApiJson<InviteAcceptance>,
 ) -> Result<(StatusCode, Json<User>), ApiError> {
     let accepted = state

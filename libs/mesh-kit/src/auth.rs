@@ -221,7 +221,10 @@ pub enum TokenError {
 pub enum KeyError {
     #[error("{name}: {reason}")]
     Invalid { name: String, reason: String },
-    #[error("{0} is not set; production needs real keys (generate them with `crewmesh keygen`)")]
+    #[error(
+        "{0} is not set; production (the default CREWMESH_ENV) needs real keys: generate them \
+         with `crewmesh keygen`, or set CREWMESH_ENV=development for the development keys"
+    )]
     Missing(&'static str),
 }
 

@@ -8,12 +8,17 @@ use secrecy::SecretString;
 pub enum ConfigError {
     #[error("{name} is invalid: {reason}")]
     Invalid { name: &'static str, reason: String },
-    #[error("{0} must be set in production")]
+    #[error(
+        "{0} must be set: CREWMESH_ENV is production unless set to development \
+         (which uses well-known development keys and local defaults)"
+    )]
     Missing(&'static str),
 }
 
-/// `CREWMESH_ENV`: development (the default) or production. Production refuses
-/// development keys and logs JSON.
+/// `CREWMESH_ENV`: production (the default) or development. Development keys
+/// and local defaults are used only when development is asked for by name:
+/// a deployment that forgets the variable must fail to start, not run with
+/// signing and encryption keys anyone can derive.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Environment {
     Development,
@@ -22,9 +27,14 @@ pub enum Environment {
 
 impl Environment {
     pub fn from_env() -> Result<Environment, ConfigError> {
-        match var("CREWMESH_ENV").as_deref() {
-            None | Some("development") | Some("dev") => Ok(Environment::Development),
-            Some("production") | Some("prod") => Ok(Environment::Production),
+        Environment::parse(var("CREWMESH_ENV").as_deref())
+    }
+
+    /// The environment a `CREWMESH_ENV` value names (None: unset).
+    pub fn parse(value: Option<&str>) -> Result<Environment, ConfigError> {
+        match value {
+            Some("development") | Some("dev") => Ok(Environment::Development),
+            None | Some("production") | Some("prod") => Ok(Environment::Production),
             Some(other) => Err(ConfigError::Invalid {
                 name: "CREWMESH_ENV",
                 reason: format!("`{other}` is neither development nor production"),
@@ -106,6 +116,23 @@ mod tests {
     use secrecy::ExposeSecret;
 
     use super::*;
+
+    #[test]
+    fn production_unless_development_is_named() {
+        assert_eq!(Environment::parse(None).ok(), Some(Environment::Production));
+        assert_eq!(
+            Environment::parse(Some("development")).ok(),
+            Some(Environment::Development)
+        );
+        assert_eq!(
+            Environment::parse(Some("production")).ok(),
+            Some(Environment::Production)
+        );
+        assert!(Environment::parse(Some("staging")).is_err());
+        let missing = secret_or_dev("DATABASE_URL", Environment::Production, "x").unwrap_err();
+        assert!(missing.to_string().contains("DATABASE_URL"), "{missing}");
+        assert!(missing.to_string().contains("CREWMESH_ENV"), "{missing}");
+    }
 
     #[test]
     fn secrets_never_print() {

@@ -9,6 +9,7 @@ pub mod auth;
 pub mod client;
 pub mod config;
 pub mod db;
+pub mod egress;
 pub mod error;
 pub mod metrics;
 pub mod queues;

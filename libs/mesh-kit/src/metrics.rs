@@ -92,15 +92,62 @@ pub async fn serve(listener: TcpListener, shutdown: Shutdown) -> std::io::Result
 /// every call, including those the auth layer refuses.
 #[derive(Debug, Clone)]
 pub struct GrpcMetricsLayer {
-    known: std::sync::Arc<[&'static str]>,
+    known: std::sync::Arc<Known>,
 }
 
+/// The services a server hosts and, of each, the methods it declares: the
+/// only label values, so a scan of made-up paths — answered by the auth
+/// layer before any router could say UNIMPLEMENTED — adds no series.
+#[derive(Debug, Default)]
+struct Known {
+    services: Vec<&'static str>,
+    /// `pkg.Service/Method`.
+    methods: std::collections::HashSet<String>,
+}
+
+/// Methods of gRPC health and reflection, which are not in our descriptors.
+const STANDARD_METHODS: &[&str] = &[
+    "grpc.health.v1.Health/Check",
+    "grpc.health.v1.Health/Watch",
+    "grpc.reflection.v1.ServerReflection/ServerReflectionInfo",
+    "grpc.reflection.v1alpha.ServerReflection/ServerReflectionInfo",
+];
+
 impl GrpcMetricsLayer {
-    /// `services`: the fully-qualified gRPC service names the server hosts.
-    pub fn new(services: &[&'static str]) -> GrpcMetricsLayer {
+    /// `services`: the fully-qualified gRPC service names the server hosts;
+    /// `descriptors`: an encoded `FileDescriptorSet` that declares them.
+    pub fn new(services: &[&'static str], descriptors: &[u8]) -> GrpcMetricsLayer {
+        use prost::Message as _;
         handle();
+        let mut methods: std::collections::HashSet<String> =
+            STANDARD_METHODS.iter().map(|m| (*m).to_owned()).collect();
+        match prost_types::FileDescriptorSet::decode(descriptors) {
+            Ok(set) => {
+                for file in &set.file {
+                    let package = file.package();
+                    for service in &file.service {
+                        let name = if package.is_empty() {
+                            service.name().to_owned()
+                        } else {
+                            format!("{package}.{}", service.name())
+                        };
+                        if services.contains(&name.as_str()) {
+                            for method in &service.method {
+                                methods.insert(format!("{name}/{}", method.name()));
+                            }
+                        }
+                    }
+                }
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "gRPC descriptors unreadable; methods are labelled unknown")
+            }
+        }
         GrpcMetricsLayer {
-            known: services.into(),
+            known: std::sync::Arc::new(Known {
+                services: services.to_vec(),
+                methods,
+            }),
         }
     }
 }
@@ -119,18 +166,19 @@ impl<S> tower::Layer<S> for GrpcMetricsLayer {
 #[derive(Debug, Clone)]
 pub struct GrpcMetrics<S> {
     inner: S,
-    known: std::sync::Arc<[&'static str]>,
+    known: std::sync::Arc<Known>,
 }
 
-/// `/pkg.Service/Method` → (service, method) when the service is hosted here.
-fn labels(path: &str, known: &[&'static str]) -> (&'static str, Option<String>) {
-    let mut parts = path.trim_start_matches('/').splitn(2, '/');
-    let (service, method) = (parts.next().unwrap_or(""), parts.next().unwrap_or(""));
-    match known.iter().find(|k| **k == service) {
-        Some(service) if !method.is_empty() && !method.contains('/') => {
-            (service, Some(method.to_owned()))
+/// `/pkg.Service/Method` → (service, method) when the server hosts that
+/// service and it declares that method; else `("unknown", "unknown")`.
+fn labels(path: &str, known: &Known) -> (&'static str, String) {
+    let path = path.trim_start_matches('/');
+    let service = path.split_once('/').map_or("", |(s, _)| s);
+    match known.services.iter().find(|k| **k == service) {
+        Some(service) if known.methods.contains(path) => {
+            (service, path[service.len() + 1..].to_owned())
         }
-        _ => ("unknown", None),
+        _ => ("unknown", "unknown".to_owned()),
     }
 }
 
@@ -174,16 +222,6 @@ where
                     .map_or(tonic::Code::Ok, tonic::Code::from_i32),
                 Err(_) => tonic::Code::Internal,
             };
-            // An unknown method of a known service would be unbounded too.
-            let method = match (method, code) {
-                (Some(m), c) if c != tonic::Code::Unimplemented => m,
-                _ => "unknown".to_owned(),
-            };
-            let service = if method == "unknown" {
-                "unknown"
-            } else {
-                service
-            };
             metrics::counter!(
                 "grpc_server_handled_total",
                 "grpc_service" => service,
@@ -207,21 +245,47 @@ mod tests {
     use super::*;
 
     #[test]
-    fn labels_are_bounded_to_hosted_services() {
-        let known = ["crewmesh.agent.v1.AgentService"];
+    fn labels_are_bounded_to_declared_methods() {
+        use prost::Message as _;
+        let set = prost_types::FileDescriptorSet {
+            file: vec![prost_types::FileDescriptorProto {
+                package: Some("crewmesh.agent.v1".into()),
+                service: vec![prost_types::ServiceDescriptorProto {
+                    name: Some("AgentService".into()),
+                    method: vec![prost_types::MethodDescriptorProto {
+                        name: Some("GetAgent".into()),
+                        ..Default::default()
+                    }],
+                    ..Default::default()
+                }],
+                ..Default::default()
+            }],
+        };
+        let layer =
+            GrpcMetricsLayer::new(&["crewmesh.agent.v1.AgentService"], &set.encode_to_vec());
+        let known = &layer.known;
         assert_eq!(
-            labels("/crewmesh.agent.v1.AgentService/GetAgent", &known),
-            (
-                "crewmesh.agent.v1.AgentService",
-                Some("GetAgent".to_owned())
-            )
+            labels("/crewmesh.agent.v1.AgentService/GetAgent", known),
+            ("crewmesh.agent.v1.AgentService", "GetAgent".to_owned())
         );
-        assert_eq!(labels("/evil.Service/Anything", &known), ("unknown", None));
+        let unknown = ("unknown", "unknown".to_owned());
+        // A made-up method of a hosted service: refused before any router
+        // could answer UNIMPLEMENTED, and still not a new series.
         assert_eq!(
-            labels("/crewmesh.agent.v1.AgentService/a/b", &known),
-            ("unknown", None)
+            labels("/crewmesh.agent.v1.AgentService/Made8Up", known),
+            unknown
         );
-        assert_eq!(labels("/", &known), ("unknown", None));
+        assert_eq!(labels("/evil.Service/Anything", known), unknown);
+        assert_eq!(
+            labels("/crewmesh.agent.v1.AgentService/a/b", known),
+            unknown
+        );
+        assert_eq!(labels("/", known), unknown);
+        assert_eq!(
+            labels("/grpc.health.v1.Health/Check", known),
+            unknown,
+            "health is labelled only where hosted"
+        );
         assert_eq!(code_label(tonic::Code::Ok), "OK");
         assert_eq!(code_label(tonic::Code::NotFound), "NotFound");
     }

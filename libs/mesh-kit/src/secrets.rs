@@ -24,7 +24,8 @@ pub fn keyring_from_env(environment: Environment) -> anyhow::Result<Keyring> {
         (Some(keys), _) => Ok(Keyring::parse(keys.expose_secret())?),
         (None, Environment::Development) => Ok(Keyring::parse(DEVELOPMENT_ENCRYPTION_KEY)?),
         (None, Environment::Production) => anyhow::bail!(
-            "{ENCRYPTION_KEYS_ENV} must be set in production (`crewmesh keygen` makes one)"
+            "{ENCRYPTION_KEYS_ENV} must be set: production (the default CREWMESH_ENV) needs real \
+             keys (`crewmesh keygen` makes one), or set CREWMESH_ENV=development"
         ),
     }
 }

@@ -226,7 +226,10 @@ pub async fn serve(
         // them lets Kubernetes spread load as replicas come and go.
         .max_connection_age(Duration::from_secs(300))
         // Outermost, so refused calls are counted too.
-        .layer(crate::metrics::GrpcMetricsLayer::new(&hosted))
+        .layer(crate::metrics::GrpcMetricsLayer::new(
+            &hosted,
+            service.file_descriptor_set,
+        ))
         .layer(AuthLayer::new(verifier).with_public(service.public_methods))
         .add_routes(routes)
         .serve_with_incoming_shutdown(TcpListenerStream::new(listener), stop)

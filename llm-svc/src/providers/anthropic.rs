@@ -25,10 +25,6 @@ pub const DEFAULT_BASE: &str = "https://api.anthropic.com/v1";
 /// every request and pins the wire shapes below to it.
 const API_VERSION: &str = "2023-06-01";
 
-/// Error bodies from proxies can be whole HTML pages; an admin needs the
-/// gist, not the page.
-const MAX_ERROR_CHARS: usize = 300;
-
 /// One chat call on the tenant's key.
 pub async fn chat(
     endpoint: Endpoint<'_>,
@@ -48,11 +44,7 @@ pub async fn chat(
     // key fails here with a message of our own (reqwest's would be a builder
     // error), and so that the value is marked sensitive and never shows up
     // in a `Debug` of the request.
-    let mut api_key = HeaderValue::from_str(secret).map_err(|_| {
-        ProviderError::Unauthorized(
-            "the stored key contains characters that cannot be sent in an HTTP header".to_owned(),
-        )
-    })?;
+    let mut api_key = HeaderValue::from_str(secret).map_err(|_| ProviderError::InvalidKey)?;
     api_key.set_sensitive(true);
 
     let response = endpoint
@@ -71,15 +63,14 @@ pub async fn chat(
 
     let status = response.status();
     let retry_after = retry_after(response.headers());
-    let text = response
-        .text()
-        .await
-        .map_err(|e| super::transport_error(&e, endpoint.timeout))?;
+    let body = super::read_body(response, endpoint.timeout).await?;
 
     if status.is_success() {
-        parse_response(&text)
+        let text =
+            std::str::from_utf8(&body).map_err(|_| ProviderError::InvalidResponse("not UTF-8"))?;
+        parse_response(text)
     } else {
-        let error = classify_error(status, retry_after, &text, &request.model, secret);
+        let error = classify_error(status, retry_after, &body, &request.model);
         tracing::debug!(status = status.as_u16(), %error, "anthropic call failed");
         Err(error)
     }
@@ -195,9 +186,12 @@ fn tool_input(arguments: &str) -> Value {
 fn tool_result_block(message: &Message) -> Result<Value, ProviderError> {
     // Without the id Anthropic cannot pair the result with its call and
     // rejects the request; saying so here names the actual bug.
-    let id = message.tool_call_id.as_deref().ok_or_else(|| {
-        ProviderError::BadRequest("a tool result is missing the id of the call it answers".into())
-    })?;
+    let id = message
+        .tool_call_id
+        .as_deref()
+        .ok_or(ProviderError::Malformed(
+            "a tool result is missing the id of the call it answers",
+        ))?;
     let mut block = json!({ "type": "tool_result", "tool_use_id": id });
     let text = message.text();
     // `content` is optional for Anthropic; omitting it is the documented
@@ -237,20 +231,24 @@ enum WireBlock {
     Other,
 }
 
+/// Counts as Anthropic wrote them, judged by [`TokenUsage::reported`] (a
+/// provider's numbers are untrusted input).
 #[derive(Debug, Deserialize)]
 struct WireUsage {
-    input_tokens: i64,
-    output_tokens: i64,
+    input_tokens: Value,
+    output_tokens: Value,
     // Anthropic counts cached prompt tokens apart from `input_tokens`; they
     // are still prompt tokens the tenant pays for.
-    cache_creation_input_tokens: Option<i64>,
-    cache_read_input_tokens: Option<i64>,
+    #[serde(default)]
+    cache_creation_input_tokens: Value,
+    #[serde(default)]
+    cache_read_input_tokens: Value,
 }
 
 /// A 200 body as our response.
 fn parse_response(body: &str) -> Result<ChatResponse, ProviderError> {
     let wire: WireResponse = serde_json::from_str(body)
-        .map_err(|e| ProviderError::InvalidResponse(format!("Anthropic message: {e}")))?;
+        .map_err(|_| ProviderError::InvalidResponse("not an Anthropic message"))?;
     let mut text = String::new();
     let mut tool_calls = Vec::new();
     for block in wire.content {
@@ -267,12 +265,14 @@ fn parse_response(body: &str) -> Result<ChatResponse, ProviderError> {
             WireBlock::Other => {}
         }
     }
-    let usage = TokenUsage {
-        prompt_tokens: wire.usage.input_tokens
-            + wire.usage.cache_creation_input_tokens.unwrap_or(0)
-            + wire.usage.cache_read_input_tokens.unwrap_or(0),
-        completion_tokens: wire.usage.output_tokens,
-    };
+    let usage = TokenUsage::reported(
+        &wire.usage.input_tokens,
+        &wire.usage.output_tokens,
+        &[
+            &wire.usage.cache_creation_input_tokens,
+            &wire.usage.cache_read_input_tokens,
+        ],
+    );
     Ok(ChatResponse {
         text,
         tool_calls,
@@ -313,82 +313,49 @@ fn retry_after(headers: &HeaderMap) -> Option<Duration> {
     value.trim().parse::<u64>().ok().map(Duration::from_secs)
 }
 
-/// A non-2xx answer as our error.
+/// A non-2xx answer as our error. The body is read to classify, never kept:
+/// whatever answered may have echoed the key, or be no provider at all.
 fn classify_error(
     status: StatusCode,
     retry_after: Option<Duration>,
-    body: &str,
+    body: &[u8],
     model: &str,
-    secret: &str,
 ) -> ProviderError {
-    let (kind, message) = error_detail(status, body);
-    // Anthropic never echoes the key, but a proxy in between might; the
-    // message ends up in logs and in front of admins.
-    let message = redact(message, secret);
+    let (kind, names_model) = match serde_json::from_slice::<WireErrorBody>(body) {
+        Ok(wire) => {
+            let message = wire.error.message;
+            let names_model = (!model.is_empty() && message.contains(model))
+                || message.to_lowercase().contains("model");
+            (wire.error.kind, names_model)
+        }
+        Err(_) => (String::new(), false),
+    };
     let code = status.as_u16();
     match code {
-        401 | 403 => ProviderError::Unauthorized(message),
+        401 | 403 => ProviderError::Unauthorized { status: code },
         429 => ProviderError::RateLimited {
             attempts: 1,
             retry_after,
         },
-        _ if kind == "not_found_error" && mentions_model(&message, model) => {
+        _ if kind == "not_found_error" && names_model => {
             ProviderError::UnknownModel(model.to_owned())
         }
         // Any other 404 is the path: usually a base URL without `/v1`.
-        404 => ProviderError::BadRequest(format!("HTTP 404 ({message}); check the key's base URL")),
-        400 | 413 | 422 => ProviderError::BadRequest(message),
+        404 => ProviderError::BadRequest {
+            status: 404,
+            hint: "; check the key's base URL",
+        },
         // 5xx and Anthropic's 529 "overloaded": worth another attempt.
         500.. => ProviderError::Upstream {
             status: code,
             attempts: 1,
-            message,
         },
         // Any other 4xx is about this request and will not heal on a retry.
-        400..=499 => ProviderError::BadRequest(format!("HTTP {code}: {message}")),
-        // reqwest follows redirects, so a 1xx/3xx here is nothing we know.
-        _ => ProviderError::InvalidResponse(format!("unexpected HTTP {code}: {message}")),
-    }
-}
-
-/// The error type and message from Anthropic's error body, falling back to
-/// the (shortened) raw body or the status line when it is not one.
-fn error_detail(status: StatusCode, body: &str) -> (String, String) {
-    if let Ok(wire) = serde_json::from_str::<WireErrorBody>(body)
-        && !wire.error.message.is_empty()
-    {
-        return (wire.error.kind, shorten(&wire.error.message));
-    }
-    let raw = body.trim();
-    let message = if !raw.is_empty() {
-        shorten(raw)
-    } else if let Some(reason) = status.canonical_reason() {
-        reason.to_owned()
-    } else {
-        format!("HTTP {}", status.as_u16())
-    };
-    (String::new(), message)
-}
-
-fn mentions_model(message: &str, model: &str) -> bool {
-    (!model.is_empty() && message.contains(model)) || message.to_lowercase().contains("model")
-}
-
-fn shorten(text: &str) -> String {
-    let mut chars = text.chars();
-    let mut short: String = chars.by_ref().take(MAX_ERROR_CHARS).collect();
-    if chars.next().is_some() {
-        short.push('…');
-    }
-    short
-}
-
-fn redact(message: String, secret: &str) -> String {
-    // An empty secret would "match" between every character.
-    if secret.is_empty() || !message.contains(secret) {
-        message
-    } else {
-        message.replace(secret, "[redacted]")
+        400..=499 => ProviderError::BadRequest {
+            status: code,
+            hint: "",
+        },
+        _ => ProviderError::unexpected_status(code),
     }
 }
 
@@ -620,7 +587,7 @@ mod tests {
             ..Message::tool_result("x", "out")
         };
         let err = request_body(&request(vec![Message::user("q"), orphan])).unwrap_err();
-        assert!(matches!(err, ProviderError::BadRequest(_)), "{err:?}");
+        assert!(matches!(err, ProviderError::Malformed(_)), "{err:?}");
     }
 
     // ---------------------------------------------------------- response
@@ -737,9 +704,8 @@ mod tests {
         classify_error(
             StatusCode::from_u16(status).unwrap(),
             None,
-            body,
+            body.as_bytes(),
             MODEL,
-            KEY,
         )
     }
 
@@ -747,7 +713,7 @@ mod tests {
     fn anthropic_errors_are_classified_by_status_and_type() {
         assert_eq!(
             classify(403, &error_json("permission_error", "no access")),
-            ProviderError::Unauthorized("no access".to_owned())
+            ProviderError::Unauthorized { status: 403 }
         );
         assert_eq!(
             classify(400, &error_json("not_found_error", "model: claude-9")),
@@ -758,28 +724,32 @@ mod tests {
                 400,
                 &error_json("invalid_request_error", "max_tokens: too big")
             ),
-            ProviderError::BadRequest("max_tokens: too big".to_owned())
+            ProviderError::BadRequest {
+                status: 400,
+                hint: ""
+            }
         );
         assert_eq!(
             classify(413, &error_json("request_too_large", "too large")),
-            ProviderError::BadRequest("too large".to_owned())
+            ProviderError::BadRequest {
+                status: 413,
+                hint: ""
+            }
         );
         assert_eq!(
             classify(500, &error_json("api_error", "Internal server error")),
             ProviderError::Upstream {
                 status: 500,
                 attempts: 1,
-                message: "Internal server error".to_owned()
             }
         );
         // A gateway page in front of Anthropic: no error body, but the
-        // status still decides, and the message is the raw text.
+        // status still decides.
         assert_eq!(
             classify(502, "<html>Bad Gateway</html>"),
             ProviderError::Upstream {
                 status: 502,
                 attempts: 1,
-                message: "<html>Bad Gateway</html>".to_owned()
             }
         );
         assert_eq!(
@@ -787,26 +757,37 @@ mod tests {
             ProviderError::Upstream {
                 status: 503,
                 attempts: 1,
-                message: "Service Unavailable".to_owned()
             }
         );
-        assert!(matches!(classify(409, ""), ProviderError::BadRequest(_)));
+        assert!(matches!(
+            classify(409, ""),
+            ProviderError::BadRequest { status: 409, .. }
+        ));
+        assert!(matches!(
+            classify(302, ""),
+            ProviderError::InvalidResponse(_)
+        ));
     }
 
     #[test]
-    fn anthropic_error_messages_are_shortened_and_never_carry_the_key() {
-        let echoed = classify(
-            401,
-            &error_json("authentication_error", &format!("bad key {KEY}")),
-        );
-        assert_eq!(
-            echoed,
-            ProviderError::Unauthorized("bad key [redacted]".to_owned())
-        );
-        let ProviderError::BadRequest(long) = classify(400, &"x".repeat(5_000)) else {
-            panic!("expected BadRequest");
-        };
-        assert_eq!(long.chars().count(), MAX_ERROR_CHARS + 1);
+    fn anthropic_errors_never_carry_what_the_server_said() {
+        // Whatever answered may echo the key, or be an internal service
+        // whose answer a tenant wants to read back.
+        for (status, body) in [
+            (
+                401,
+                error_json("authentication_error", &format!("bad key {KEY}")),
+            ),
+            (400, "x".repeat(5_000)),
+            (500, format!("secret internal page {KEY}")),
+        ] {
+            let shown = classify(status, &body).to_string();
+            assert!(!shown.contains(KEY), "{shown}");
+            assert!(
+                !shown.contains("xxxx") && !shown.contains("internal page"),
+                "{shown}"
+            );
+        }
     }
 
     #[test]
@@ -968,10 +949,7 @@ mod tests {
     async fn anthropic_http_401_is_unauthorized() {
         let canned = Canned::new(401, error_json("authentication_error", "invalid x-api-key"));
         let err = call(&canned).await.unwrap_err();
-        assert_eq!(
-            err,
-            ProviderError::Unauthorized("invalid x-api-key".to_owned())
-        );
+        assert_eq!(err, ProviderError::Unauthorized { status: 401 });
         assert!(!err.is_transient());
         assert_no_key(&err);
     }
@@ -1006,7 +984,6 @@ mod tests {
             ProviderError::Upstream {
                 status: 529,
                 attempts: 1,
-                message: "Overloaded".to_owned(),
             }
         );
         assert!(err.is_transient());

@@ -14,6 +14,7 @@ pub mod vision;
 
 use std::time::Duration;
 
+use mesh_kit::egress::EgressPolicy;
 use secrecy::SecretString;
 use serde_json::Value;
 
@@ -151,6 +152,48 @@ pub struct TokenUsage {
     pub completion_tokens: i64,
 }
 
+/// The most tokens one call is believed to use, per side: far above any
+/// context window, far below what could overflow a price computation.
+pub const MAX_REPORTED_TOKENS: i64 = 100_000_000;
+
+/// One count as a provider reported it: a whole number between 0 and
+/// [`MAX_REPORTED_TOKENS`]; anything else (negative, fractional, a string,
+/// astronomically large) is clamped into that range rather than trusted.
+fn reported_count(value: &Value) -> i64 {
+    let count = match value {
+        Value::Number(n) => n
+            .as_i64()
+            .or_else(|| n.as_u64().map(|u| i64::try_from(u).unwrap_or(i64::MAX)))
+            .or_else(|| {
+                n.as_f64()
+                    .filter(|f| f.is_finite())
+                    .map(|f| f.clamp(0.0, MAX_REPORTED_TOKENS as f64) as i64)
+            })
+            .unwrap_or(MAX_REPORTED_TOKENS),
+        _ => 0,
+    };
+    count.clamp(0, MAX_REPORTED_TOKENS)
+}
+
+impl TokenUsage {
+    /// Usage from a provider's own numbers: input and output tokens, and any
+    /// further input counts it reports apart (Anthropic's cache reads and
+    /// writes), summed without overflow and clamped, so a broken or hostile
+    /// provider cannot make settlement fail or a budget go negative.
+    pub fn reported(prompt: &Value, completion: &Value, more_prompt: &[&Value]) -> TokenUsage {
+        let prompt = more_prompt
+            .iter()
+            .fold(reported_count(prompt), |sum, v| {
+                sum.saturating_add(reported_count(v))
+            })
+            .min(MAX_REPORTED_TOKENS);
+        TokenUsage {
+            prompt_tokens: prompt,
+            completion_tokens: reported_count(completion),
+        }
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum FinishReason {
     Stop,
@@ -170,36 +213,59 @@ pub struct ChatResponse {
     pub finish: FinishReason,
 }
 
+/// What went wrong, in our words only. A provider's (or an impostor's)
+/// error body, a URL and a key never get in here: these messages reach API
+/// callers and log lines, and a tenant-chosen base URL could otherwise read
+/// back whatever an internal service answered.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ProviderError {
-    #[error("the provider refused the tenant's API key ({0}); check the key under LLM keys")]
-    Unauthorized(String),
+    #[error(
+        "the provider refused the tenant's API key (HTTP {status}); check the key under LLM keys"
+    )]
+    Unauthorized { status: u16 },
+    #[error("the stored key cannot be sent in an HTTP header; store it again under LLM keys")]
+    InvalidKey,
     #[error("the provider is rate limiting this key; retried {attempts} times")]
     RateLimited {
         attempts: u32,
         retry_after: Option<Duration>,
     },
-    #[error("the provider rejected the request: {0}")]
-    BadRequest(String),
+    #[error("the provider rejected the request (HTTP {status}){hint}")]
+    BadRequest {
+        status: u16,
+        /// Our own advice, e.g. "; check the key's base URL".
+        hint: &'static str,
+    },
+    #[error("the request could not be built: {0}")]
+    Malformed(&'static str),
     #[error("the provider has no model `{0}`; check the agent's model")]
     UnknownModel(String),
-    #[error("the provider failed (HTTP {status}) after {attempts} attempts: {message}")]
-    Upstream {
-        status: u16,
-        attempts: u32,
-        message: String,
-    },
+    #[error("the provider failed (HTTP {status}) after {attempts} attempts")]
+    Upstream { status: u16, attempts: u32 },
     #[error("the provider did not answer within {0:?}")]
     Timeout(Duration),
-    #[error("the provider could not be reached: {0}")]
-    Unreachable(String),
-    #[error("the provider answered in an unexpected shape: {0}")]
-    InvalidResponse(String),
+    #[error("the provider could not be reached ({0})")]
+    Unreachable(&'static str),
+    #[error("the provider answered in an unexpected shape ({0})")]
+    InvalidResponse(&'static str),
     #[error("provider `{0}` needs a base URL: store the key with one")]
     NoBaseUrl(String),
+    #[error("the key's base URL {0}")]
+    Forbidden(mesh_kit::egress::EgressError),
 }
 
 impl ProviderError {
+    /// The HTTP status of an answer that is neither success nor ours to
+    /// read: a redirect (never followed: it could lead anywhere) or anything
+    /// unexpected.
+    pub(crate) fn unexpected_status(status: u16) -> ProviderError {
+        if (300..400).contains(&status) {
+            ProviderError::InvalidResponse("a redirect, which is not followed")
+        } else {
+            ProviderError::InvalidResponse("an unexpected HTTP status")
+        }
+    }
+
     /// Whether another attempt may succeed.
     pub fn is_transient(&self) -> bool {
         matches!(
@@ -227,17 +293,29 @@ pub struct Providers {
     http: reqwest::Client,
     timeout: Duration,
     retry: retry::Policy,
+    /// Base URLs are the tenant's choice: every call goes through it.
+    egress: EgressPolicy,
 }
 
 impl Providers {
-    pub fn new(timeout: Duration, retry: retry::Policy) -> Result<Providers, reqwest::Error> {
+    pub fn new(
+        timeout: Duration,
+        retry: retry::Policy,
+        egress: EgressPolicy,
+    ) -> Result<Providers, reqwest::Error> {
+        let retry = retry::Policy {
+            attempt_timeout: timeout,
+            ..retry
+        };
         Ok(Providers {
-            http: reqwest::Client::builder()
-                .connect_timeout(Duration::from_secs(5))
-                .timeout(timeout)
-                .build()?,
+            http: egress.client(
+                reqwest::Client::builder()
+                    .connect_timeout(Duration::from_secs(5))
+                    .timeout(timeout),
+            )?,
             timeout,
             retry,
+            egress,
         })
     }
 
@@ -256,6 +334,10 @@ impl Providers {
             .ok_or_else(|| ProviderError::NoBaseUrl(provider.to_owned()))?
             .trim_end_matches('/')
             .to_owned();
+        // IP literals are judged here (the client's resolver sees only names).
+        self.egress
+            .check_url(&base, false)
+            .map_err(ProviderError::Forbidden)?;
         let endpoint = Endpoint {
             http: &self.http,
             base: &base,
@@ -272,13 +354,37 @@ impl Providers {
     }
 }
 
-/// Maps a transport failure to our error.
+/// Maps a transport failure to our error. reqwest's own message names the
+/// URL, so only its kind is kept.
 pub(crate) fn transport_error(e: &reqwest::Error, timeout: Duration) -> ProviderError {
-    if e.is_timeout() {
+    if mesh_kit::egress::is_forbidden(e) {
+        ProviderError::Forbidden(mesh_kit::egress::EgressError::Forbidden)
+    } else if e.is_timeout() {
         ProviderError::Timeout(timeout)
+    } else if e.is_connect() {
+        ProviderError::Unreachable("connection failed")
+    } else if e.is_redirect() {
+        ProviderError::InvalidResponse("a redirect, which is not followed")
+    } else if e.is_body() || e.is_decode() {
+        ProviderError::Unreachable("the answer was cut off")
     } else {
-        ProviderError::Unreachable(e.to_string())
+        ProviderError::Unreachable("request failed")
     }
+}
+
+/// A response body, at most [`mesh_kit::egress::MAX_RESPONSE_BYTES`].
+pub(crate) async fn read_body(
+    response: reqwest::Response,
+    timeout: Duration,
+) -> Result<Vec<u8>, ProviderError> {
+    mesh_kit::egress::read_capped(response, mesh_kit::egress::MAX_RESPONSE_BYTES)
+        .await
+        .map_err(|e| match e {
+            mesh_kit::egress::ReadError::TooLarge => {
+                ProviderError::InvalidResponse("larger than the 4 MiB an answer may be")
+            }
+            mesh_kit::egress::ReadError::Transport(e) => transport_error(&e, timeout),
+        })
 }
 
 #[cfg(test)]

@@ -122,23 +122,25 @@ struct WireFunction {
     arguments: String,
 }
 
+/// Counts as the provider wrote them: any JSON, judged by
+/// [`TokenUsage::reported`] (a provider's numbers are untrusted input).
 #[derive(Debug, Deserialize)]
 struct Usage {
     #[serde(default)]
-    prompt_tokens: i64,
+    prompt_tokens: Value,
     #[serde(default)]
-    completion_tokens: i64,
+    completion_tokens: Value,
 }
 
 /// A successful response body.
 pub fn parse(body: &[u8]) -> Result<ChatResponse, ProviderError> {
     let completion: Completion = serde_json::from_slice(body)
-        .map_err(|e| ProviderError::InvalidResponse(format!("not a chat completion: {e}")))?;
+        .map_err(|_| ProviderError::InvalidResponse("not a chat completion"))?;
     let choice = completion
         .choices
         .into_iter()
         .next()
-        .ok_or_else(|| ProviderError::InvalidResponse("no choices".into()))?;
+        .ok_or(ProviderError::InvalidResponse("no choices"))?;
     let finish = match choice.finish_reason.as_deref() {
         Some("stop") => FinishReason::Stop,
         Some("tool_calls" | "function_call") => FinishReason::ToolCalls,
@@ -162,10 +164,7 @@ pub fn parse(body: &[u8]) -> Result<ChatResponse, ProviderError> {
             .collect(),
         usage: completion
             .usage
-            .map(|u| TokenUsage {
-                prompt_tokens: u.prompt_tokens,
-                completion_tokens: u.completion_tokens,
-            })
+            .map(|u| TokenUsage::reported(&u.prompt_tokens, &u.completion_tokens, &[]))
             .unwrap_or_default(),
         finish,
     })
@@ -184,59 +183,67 @@ struct WireError {
     code: Option<Value>,
 }
 
-/// A failed response, classified so only what may pass is retried.
+/// A failed response, classified so only what may pass is retried. The
+/// body is read to classify, never kept: it may be anything.
 pub fn classify(
     status: StatusCode,
     retry_after: Option<Duration>,
     body: &[u8],
     model: &str,
 ) -> ProviderError {
-    let (message, code) = match serde_json::from_slice::<ErrorEnvelope>(body) {
+    let (names_model, code) = match serde_json::from_slice::<ErrorEnvelope>(body) {
         Ok(e) => (
-            e.error.message,
+            !model.is_empty() && e.error.message.contains(model),
             e.error
                 .code
                 .and_then(|c| c.as_str().map(str::to_owned))
                 .unwrap_or_default(),
         ),
-        Err(_) => (
-            String::from_utf8_lossy(&body[..body.len().min(300)]).into_owned(),
-            String::new(),
-        ),
+        Err(_) => (false, String::new()),
     };
     match status.as_u16() {
-        401 | 403 => ProviderError::Unauthorized(message),
+        s @ (401 | 403) => ProviderError::Unauthorized { status: s },
         // Out of credit is a 429 too, but waiting will not fix it.
-        429 if code == "insufficient_quota" => ProviderError::BadRequest(message),
+        429 if code == "insufficient_quota" => ProviderError::BadRequest {
+            status: 429,
+            hint: "; the key is out of credit",
+        },
         429 => ProviderError::RateLimited {
             attempts: 1,
             retry_after,
         },
-        404 | 400 if code == "model_not_found" || message.contains(model) => {
+        404 | 400 if code == "model_not_found" || names_model => {
             ProviderError::UnknownModel(model.to_owned())
         }
         // Any other 404 is the path: usually a base URL without `/v1`.
-        404 => ProviderError::BadRequest(format!("HTTP 404 ({message}); check the key's base URL")),
+        404 => ProviderError::BadRequest {
+            status: 404,
+            hint: "; check the key's base URL",
+        },
         s if s >= 500 => ProviderError::Upstream {
             status: s,
             attempts: 1,
-            message,
         },
-        _ => ProviderError::BadRequest(message),
+        s @ 400..=499 => ProviderError::BadRequest {
+            status: s,
+            hint: "",
+        },
+        s => ProviderError::unexpected_status(s),
     }
 }
 
-/// `Retry-After` in seconds (the form providers send).
+/// `Retry-After` in seconds (the form providers send). Any value is
+/// accepted without panicking; the retry policy caps the wait.
 pub(crate) fn retry_after(headers: &reqwest::header::HeaderMap) -> Option<Duration> {
-    headers
+    let seconds = headers
         .get(RETRY_AFTER)?
         .to_str()
         .ok()?
         .trim()
         .parse::<f64>()
         .ok()
-        .filter(|s| s.is_finite() && *s >= 0.0)
-        .map(Duration::from_secs_f64)
+        .filter(|s| s.is_finite() && *s >= 0.0)?;
+    Duration::try_from_secs_f64(seconds).ok()
 }
 
 /// One attempt.
@@ -255,10 +262,7 @@ pub async fn chat(
         .map_err(|e| super::transport_error(&e, endpoint.timeout))?;
     let status = response.status();
     let wait = retry_after(response.headers());
-    let bytes = response
-        .bytes()
-        .await
-        .map_err(|e| super::transport_error(&e, endpoint.timeout))?;
+    let bytes = super::read_body(response, endpoint.timeout).await?;
     if status.is_success() {
         parse(&bytes)
     } else {
@@ -373,8 +377,11 @@ mod tests {
             )
         };
         assert!(matches!(
-            err(401, r#"{"error":{"message":"Incorrect API key provided","code":"invalid_api_key"}}"#),
-            ProviderError::Unauthorized(m) if m.starts_with("Incorrect API key")
+            err(
+                401,
+                r#"{"error":{"message":"Incorrect API key provided","code":"invalid_api_key"}}"#
+            ),
+            ProviderError::Unauthorized { status: 401 }
         ));
         assert_eq!(
             err(
@@ -403,7 +410,7 @@ mod tests {
         );
         assert!(matches!(
             err(404, "404 page not found"),
-            ProviderError::BadRequest(m) if m.contains("base URL")
+            ProviderError::BadRequest { status: 404, hint } if hint.contains("base URL")
         ));
         assert!(err(502, "Bad gateway").is_transient());
         assert!(matches!(
@@ -411,7 +418,45 @@ mod tests {
                 400,
                 r#"{"error":{"message":"Invalid schema for function"}}"#
             ),
-            ProviderError::BadRequest(_)
+            ProviderError::BadRequest { status: 400, .. }
         ));
+        assert!(matches!(err(302, ""), ProviderError::InvalidResponse(_)));
+    }
+
+    #[test]
+    fn untrusted_numbers_never_panic_or_overflow() {
+        let mut headers = reqwest::header::HeaderMap::new();
+        for (value, expected) in [
+            ("3", Some(Duration::from_secs(3))),
+            ("0.5", Some(Duration::from_millis(500))),
+            ("1e300", None),
+            ("-1", None),
+            ("NaN", None),
+            ("inf", None),
+        ] {
+            headers.insert(RETRY_AFTER, value.parse().unwrap());
+            assert_eq!(retry_after(&headers), expected, "{value}");
+        }
+        let usage = |u: &str| {
+            parse(
+                format!(r#"{{"choices":[{{"message":{{"content":"hi"}}}}],"usage":{u}}}"#)
+                    .as_bytes(),
+            )
+            .unwrap()
+            .usage
+        };
+        assert_eq!(
+            usage(r#"{"prompt_tokens":-5,"completion_tokens":-1}"#),
+            TokenUsage::default(),
+            "negative counts are nothing"
+        );
+        let huge = usage(r#"{"prompt_tokens":1e30,"completion_tokens":18446744073709551615}"#);
+        assert_eq!(huge.prompt_tokens, super::super::MAX_REPORTED_TOKENS);
+        assert_eq!(huge.completion_tokens, super::super::MAX_REPORTED_TOKENS);
+        assert_eq!(
+            usage(r#"{"prompt_tokens":"12","completion_tokens":null}"#),
+            TokenUsage::default(),
+            "what is not a number counts as nothing"
+        );
     }
 }

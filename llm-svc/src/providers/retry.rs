@@ -12,7 +12,17 @@ pub struct Policy {
     pub max_attempts: u32,
     pub base_delay: Duration,
     pub max_delay: Duration,
+    /// The most all attempts and pauses may take together: no attempt starts
+    /// that could not finish within it (at `attempt_timeout`). Callers'
+    /// deadlines are set above it — the gateway's run deadline covers this
+    /// plus the calls around the provider — so deadlines nest.
+    pub budget: Duration,
+    /// One attempt's timeout, as the HTTP client enforces it.
+    pub attempt_timeout: Duration,
 }
+
+/// The provider budget of one run.
+pub const RUN_PROVIDER_BUDGET: Duration = Duration::from_secs(100);
 
 impl Default for Policy {
     fn default() -> Policy {
@@ -20,6 +30,8 @@ impl Default for Policy {
             max_attempts: 3,
             base_delay: Duration::from_millis(250),
             max_delay: Duration::from_secs(8),
+            budget: RUN_PROVIDER_BUDGET,
+            attempt_timeout: Duration::from_secs(30),
         }
     }
 }
@@ -45,6 +57,7 @@ impl Policy {
         F: FnMut() -> Fut,
         Fut: Future<Output = Result<T, ProviderError>>,
     {
+        let started = tokio::time::Instant::now();
         let mut attempt = 1;
         loop {
             match call().await {
@@ -55,6 +68,9 @@ impl Policy {
                         _ => None,
                     };
                     let pause = self.delay(attempt, retry_after, jitter());
+                    if started.elapsed() + pause + self.attempt_timeout > self.budget {
+                        return Err(with_attempts(e, attempt));
+                    }
                     tracing::info!(attempt, error = %e, ?pause, "provider call failed; retrying");
                     tokio::time::sleep(pause).await;
                     attempt += 1;
@@ -71,13 +87,7 @@ fn with_attempts(e: ProviderError, attempts: u32) -> ProviderError {
             attempts,
             retry_after,
         },
-        ProviderError::Upstream {
-            status, message, ..
-        } => ProviderError::Upstream {
-            status,
-            attempts,
-            message,
-        },
+        ProviderError::Upstream { status, .. } => ProviderError::Upstream { status, attempts },
         other => other,
     }
 }
@@ -119,7 +129,39 @@ mod tests {
             max_attempts,
             base_delay: Duration::from_millis(1),
             max_delay: Duration::from_millis(2),
+            ..Policy::default()
         }
+    }
+
+    // Paused time: the clock moves only by the sleeps, whatever the load.
+    #[tokio::test(start_paused = true)]
+    async fn no_attempt_starts_that_could_not_finish_within_the_budget() {
+        let calls = AtomicU32::new(0);
+        let policy = Policy {
+            max_attempts: 10,
+            base_delay: Duration::from_millis(1),
+            max_delay: Duration::from_millis(2),
+            budget: Duration::from_millis(1000),
+            attempt_timeout: Duration::from_millis(500),
+        };
+        let result: Result<(), _> = policy
+            .run(|| async {
+                calls.fetch_add(1, Ordering::SeqCst);
+                tokio::time::sleep(Duration::from_millis(200)).await;
+                Err(ProviderError::Upstream {
+                    status: 503,
+                    attempts: 1,
+                })
+            })
+            .await;
+        // 200 ms per failed attempt, 500 ms for the next one: after the
+        // second (400 + 500 < 1000) one more starts; after the third
+        // (600 + 500 > 1000) none does, though 10 were allowed.
+        assert_eq!(calls.load(Ordering::SeqCst), 3);
+        assert!(matches!(
+            result,
+            Err(ProviderError::Upstream { attempts: 3, .. })
+        ));
     }
 
     #[tokio::test]
@@ -131,7 +173,6 @@ mod tests {
                 Err(ProviderError::Upstream {
                     status: 503,
                     attempts: 1,
-                    message: "overloaded".into(),
                 })
             })
             .await;
@@ -163,10 +204,10 @@ mod tests {
         let result: Result<(), _> = quick(3)
             .run(|| async {
                 calls.fetch_add(1, Ordering::SeqCst);
-                Err(ProviderError::Unauthorized("invalid x-api-key".into()))
+                Err(ProviderError::Unauthorized { status: 401 })
             })
             .await;
         assert_eq!(calls.load(Ordering::SeqCst), 1);
-        assert!(matches!(result, Err(ProviderError::Unauthorized(_))));
+        assert!(matches!(result, Err(ProviderError::Unauthorized { .. })));
     }
 }

@@ -1,0 +1,24 @@
+-- Users are created (bootstrap, invite acceptance) and read; nothing changes
+-- them yet. The UPDATE grant of 0003 served no query, and on the platform
+-- scope it would let any bug or injected statement rewrite every account's
+-- email, password hash or platform-admin flag. A feature that edits users
+-- grants UPDATE on exactly its columns when it lands.
+REVOKE UPDATE ON users FROM crewmesh_identity;
+
+-- Why the platform scope stays a transaction-local setting
+-- (`app.scope = 'platform'`, set by `mesh_kit::db::begin_platform`) rather
+-- than a separate NOLOGIN role entered with `SET LOCAL ROLE`:
+--
+-- Every runtime connection logs in as the `DATABASE_URL` user (the schema
+-- owner) and drops to `crewmesh_identity` with `SET ROLE`. PostgreSQL checks
+-- `SET ROLE` against the *session* user, so anyone who can send arbitrary SQL
+-- on such a connection can `RESET ROLE` to the owner — or `SET ROLE` to any
+-- platform role — as easily as they can `SET app.scope`. A second role would
+-- therefore guard against nothing the setting does not. The boundary is who
+-- can send SQL at all: only identity-svc's own code, whose statements are
+-- fixed strings with bound parameters (`AssertSqlSafe` only ever splices
+-- constants), and which opens the platform scope only for callers proven to
+-- be platform admins and for the pre-tenant steps (login, refresh, invite
+-- acceptance, API-key authentication). Hardening that boundary means a
+-- runtime login role that is not the owner (see ARCHITECTURE.md), not a
+-- second GUC-like switch.
